@@ -1,0 +1,122 @@
+"""Frozen fine-tuning: run the encoder once, cache its pooled features (or token states), train heads only.
+
+In ``frozen`` mode the encoder never changes, so its output for an example never changes either.
+:func:`add_encoder_features` runs it once per example and stores the result in a ``features``
+column; :class:`MultiTaskModel` then skips the encoder when it gets ``features``. Searches that train
+hundreds of groups reuse the same features through :class:`FeatureCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import MultiTaskDataCollator
+
+logger = logging.getLogger(__name__)
+
+
+def encoder_fingerprint(model: Any) -> str:
+    """A hash of the encoder's weights, pooling and name: features computed with another encoder differ."""
+    h = hashlib.sha256()
+    h.update(str(model.config.pooling).encode())
+    h.update(str(model.config.encoder_name_or_path).encode())
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().float().cpu().reshape(-1)
+        # a cheap but weight-sensitive digest: size plus a strided sample of values
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(t[:: max(1, t.numel() // 512)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_encoder_features(
+    model: Any,
+    dataset: Any,
+    *,
+    token_level: bool = False,
+    batch_size: int = 64,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    desc: str = "Encoding",
+) -> list[Any]:
+    """Pooled encoder output (``[H]`` per example) or token states (``[T_i, H]``) for every row, in order.
+
+    Rows are processed sorted by length (less padding), and returned in the dataset's order.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    collator = MultiTaskDataCollator(tokenizer)
+    keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
+    lengths = [len(x) for x in dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[Any] = [None] * len(order)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start : start + batch_size]
+        rows = dataset.select(idx).select_columns(keep)
+        batch = collator([rows[i] for i in range(len(idx))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        feats = model.encode(**batch, token_level=token_level).float().cpu()
+        for j, i in enumerate(idx):
+            out[i] = feats[j, : lengths[i]].numpy() if token_level else feats[j].numpy()
+    model.train(was_training)
+    return out
+
+
+class FeatureCache:
+    """In-process cache of encoder features keyed by (encoder fingerprint, task, split, dataset fingerprint).
+
+    Example::
+
+        >>> cache = FeatureCache()
+        >>> ds_with_features = cache.add_features(model, "sst2", "train", tokenized["sst2"]["train"])  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, ...], list[Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
+        token_level = model.config.tasks[task]["type"] == "token_classification"
+        key = (encoder_fingerprint(model), task, split, getattr(dataset, "_fingerprint", str(id(dataset))))
+        if key in self._store:
+            self.hits += 1
+            feats = self._store[key]
+        else:
+            self.misses += 1
+            feats = compute_encoder_features(
+                model, dataset, token_level=token_level, batch_size=batch_size, tokenizer=tokenizer,
+                desc=f"Encoding {task}/{split}",
+            )
+            self._store[key] = feats
+        return attach_features(dataset, feats, token_level=token_level)
+
+
+def attach_features(dataset: Any, feats: list[Any], *, token_level: bool) -> Any:
+    """Return ``dataset`` with a ``features`` column (replacing an existing one)."""
+    import datasets
+
+    if "features" in dataset.column_names:
+        dataset = dataset.remove_columns("features")
+    if token_level:
+        feature = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
+        values = [f.tolist() for f in feats]
+    else:
+        feature = datasets.Sequence(datasets.Value("float32"))
+        values = [f.tolist() for f in feats]
+    return dataset.add_column("features", values, feature=feature)
+
+
+_DEFAULT_CACHE = FeatureCache()
+
+
+def default_feature_cache() -> FeatureCache:
+    """The process-wide cache that :class:`MultiTaskTrainer` uses in frozen mode unless given another."""
+    return _DEFAULT_CACHE
