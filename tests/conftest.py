@@ -1,0 +1,82 @@
+"""Shared pytest setup: an offline Hugging Face environment with a local fake Hub.
+
+Everything at module level runs when pytest imports this file, i.e. before any test module imports
+huggingface_hub / datasets / transformers. That matters: ``huggingface_hub.constants.ENDPOINT``,
+``datasets.config.HF_ENDPOINT`` and the cache paths are read at import time.
+
+- ``HF_HOME`` / ``HF_DATASETS_CACHE`` point to a fresh temporary directory (no user cache is read or written).
+- ONE :class:`tests.local_hub.LocalHub` serves the whole session; ``HF_ENDPOINT`` points to it, so no
+  test can reach the real Hub. ``HF_HUB_OFFLINE`` is deliberately NOT set: the client would then
+  refuse the loopback server too.
+- ``HF_HUB_DISABLE_XET=1``: hf_xet is installed and would otherwise try the Xet CAS for uploads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # make `local_hub` importable as a plain module
+
+from local_hub import LocalHub  # noqa: E402
+
+_HF_HOME = tempfile.mkdtemp(prefix="hf_taskgroup_tests_")
+_LOCAL_HUB = LocalHub().start()
+
+os.environ.update(
+    {
+        "HF_HOME": _HF_HOME,
+        "HF_HUB_CACHE": os.path.join(_HF_HOME, "hub"),
+        "HF_DATASETS_CACHE": os.path.join(_HF_HOME, "datasets"),
+        "HF_ENDPOINT": _LOCAL_HUB.url,
+        "HF_TOKEN": "hf_local_test_token",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_DATASETS_OFFLINE", None)
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+
+
+def _cleanup() -> None:
+    _LOCAL_HUB.stop()
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+@pytest.fixture(scope="session")
+def local_hub() -> LocalHub:
+    """The session's fake Hub (already started; ``HF_ENDPOINT`` points to ``local_hub.url``)."""
+    return _LOCAL_HUB
+
+
+@pytest.fixture
+def hub_repo_id() -> str:
+    """A fresh, unused repo id under the local Hub's user, e.g. ``test-user/repo-1a2b3c4d``."""
+    return f"{_LOCAL_HUB.user}/repo-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def healthy_local_hub(local_hub: LocalHub) -> Iterator[LocalHub]:
+    """The session Hub, with any pending simulated commit failures cleared after the test."""
+    yield local_hub
+    local_hub.fail_next_commits(0)
+
+
+# =====================================================================================================
+# Fixtures added by other engineers go below this line (tiny models, tokenizers, ... live in tests/utils.py).
+# =====================================================================================================
