@@ -96,22 +96,35 @@ class FeatureCache:
                 desc=f"Encoding {task}/{split}",
             )
             self._store[key] = feats
-        return attach_features(dataset, feats, token_level=token_level)
+        fingerprint = hashlib.sha256("|".join(map(str, key)).encode()).hexdigest()[:16]
+        return attach_features(dataset, feats, token_level=token_level, fingerprint=fingerprint)
 
 
-def attach_features(dataset: Any, feats: list[Any], *, token_level: bool) -> Any:
-    """Return ``dataset`` with a ``features`` column (replacing an existing one)."""
-    import datasets
+def attach_features(dataset: Any, feats: list[Any], *, token_level: bool, fingerprint: str | None = None) -> Any:
+    """Return ``dataset`` with a ``features`` column (replacing an existing one).
+
+    The column is built as an Arrow array straight from the numpy features (no Python lists, no
+    hashing of the values: pass ``fingerprint`` to name the new dataset version).
+    """
+    import numpy as np
+    import pyarrow as pa
 
     if "features" in dataset.column_names:
         dataset = dataset.remove_columns("features")
+    if not feats:
+        raise ValueError("no features to attach (empty dataset)")
+    hidden = int(np.asarray(feats[0]).shape[-1])
     if token_level:
-        feature = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
-        values = [f.tolist() for f in feats]
+        flat = np.concatenate([np.asarray(f, dtype=np.float32).reshape(-1, hidden) for f in feats]).reshape(-1)
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), hidden)
+        offsets = np.concatenate([[0], np.cumsum([np.asarray(f).shape[0] for f in feats])]).astype(np.int32)
+        column = pa.ListArray.from_arrays(pa.array(offsets), inner)
     else:
-        feature = datasets.Sequence(datasets.Value("float32"))
-        values = [f.tolist() for f in feats]
-    return dataset.add_column("features", values, feature=feature)
+        flat = np.stack([np.asarray(f, dtype=np.float32) for f in feats]).reshape(-1)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), hidden)
+    if fingerprint is None:
+        fingerprint = hashlib.sha256(f"{getattr(dataset, '_fingerprint', id(dataset))}-features-{len(feats)}".encode()).hexdigest()[:16]
+    return dataset.add_column("features", column, new_fingerprint=fingerprint)
 
 
 _DEFAULT_CACHE = FeatureCache()

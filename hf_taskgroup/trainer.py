@@ -149,8 +149,10 @@ class MultiTaskTrainer(Trainer):
             ds = ds.remove_columns([c for c in ("input_ids", "attention_mask", "token_type_ids") if c in ds.column_names])
         if "task_ids" in ds.column_names:
             ds = ds.remove_columns("task_ids")
-        ds = ds.add_column("task_ids", [self.task_names.index(task)] * len(ds))
+        ds = ds.add_column("task_ids", [self.task_names.index(task)] * len(ds), new_fingerprint=_fp(ds, task))
         ds = self._remove_unused_columns(ds, description=f"{task}/{split}")
+        if "features" in ds.column_names:  # numpy rows: no per-float Python objects in the data loader
+            ds = ds.with_format("numpy", columns=["features"], output_all_columns=True)
         self._prepared[key] = ds
         return ds
 
@@ -257,6 +259,12 @@ class MultiTaskTrainer(Trainer):
         info = self.base_model_ref.config.tasks[task]
         preds = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
         return compute_task_metrics(info["type"], np.asarray(preds), np.asarray(eval_pred.label_ids), id2label=info.get("id2label"))
+
+
+def _fp(dataset: Any, task: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{getattr(dataset, '_fingerprint', id(dataset))}-task_ids-{task}".encode()).hexdigest()[:16]
 
 
 def _is_peft(model: Any) -> bool:

