@@ -11,7 +11,32 @@ from .tasks import TaskSpec, TaskSuite, TaskValidationError  # noqa: E402
 from .trainer import MultiTaskTrainer  # noqa: E402
 from .training_args import MultiTaskTrainingArguments  # noqa: E402
 
+_LAZY = {
+    "compute_pvi": "hf_taskgroup.pvi",
+    "PVICallback": "hf_taskgroup.pvi",
+    "Grouping": "hf_taskgroup.grouping",
+    "group_tasks": "hf_taskgroup.grouping",
+    "PipelineConfig": "hf_taskgroup.pipeline",
+    "run_pipeline": "hf_taskgroup.pipeline",
+}
+
+
+def __getattr__(name: str):
+    """Import the PVI, grouping and pipeline entry points on first use (they pull in scipy and more)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf_taskgroup' has no attribute {name!r}")
+
+
 __all__ = [
+    "Grouping",
+    "PVICallback",
+    "PipelineConfig",
+    "compute_pvi",
+    "group_tasks",
+    "run_pipeline",
     "MultiTaskConfig",
     "MultiTaskModel",
     "MultiTaskTrainer",
