@@ -1,0 +1,183 @@
+"""Registry of grouping methods: every method is a function registered by name, called through :func:`group_tasks`.
+
+A method is ``def method(tasks: Sequence[str], *, <inputs>, <params>..., seed: int = 0) -> Grouping``.
+Registering it records which inputs it needs, so :func:`group_tasks` can fail early with a message that
+names the missing input and the method.
+
+Example:
+    >>> from hf_taskgroup.grouping import group_tasks
+    >>> group_tasks("single_task", ["a", "b"]).groups
+    [['a'], ['b']]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from hf_taskgroup.grouping.result import Grouping
+
+GroupingMethod = Callable[..., Grouping]
+
+#: Inputs a method may declare in ``needs`` (others are allowed; these are the documented ones).
+KNOWN_INPUTS = {
+    "pvi": "dict task -> 1-D np.ndarray of per-example PVI",
+    "affinity": "square np.ndarray over `tasks` (S[i, j] = effect of task i on task j)",
+    "evaluator": "a GroupEvaluator: evaluator(tasks) -> {task: {'loss': ...}}",
+    "collector": "a trainer-side collection of affinities",
+    "group_value": "callable(tuple of task names) -> float to maximise",
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    func: GroupingMethod
+    needs: tuple[str, ...]
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_method(
+    name: str, *, needs: tuple[str, ...] = (), description: str = ""
+) -> Callable[[GroupingMethod], GroupingMethod]:
+    """Decorator registering a grouping method under ``name``.
+
+    ``needs`` lists the keyword inputs the method requires (see :data:`KNOWN_INPUTS`). An entry
+    ``"a|b"`` means "at least one of ``a`` or ``b``". Registering another function under a taken name
+    raises ``ValueError``; re-registering the same function (module reload) replaces the entry.
+
+    Example:
+        >>> @register_method("_doc_example", description="every task alone")
+        ... def _doc_example(tasks, *, seed=0):
+        ...     return Grouping(groups=[[t] for t in tasks], method="_doc_example", tasks=list(tasks),
+        ...                     params={}, scores={})
+        >>> "_doc_example" in available_methods()
+        True
+        >>> unregister_method("_doc_example")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a method name must be a non-empty string, got {name!r}")
+    needs = tuple(needs)
+    for need in needs:
+        if not isinstance(need, str) or not need or any(not part for part in need.split("|")):
+            raise ValueError(f"method {name!r}: invalid entry {need!r} in needs")
+
+    def decorator(func: GroupingMethod) -> GroupingMethod:
+        existing = _REGISTRY.get(name)
+        if existing is not None and (
+            existing.func.__module__,
+            existing.func.__qualname__,
+        ) != (func.__module__, func.__qualname__):
+            raise ValueError(
+                f"grouping method {name!r} is already registered by "
+                f"{existing.func.__module__}.{existing.func.__qualname__}"
+            )
+        _REGISTRY[name] = _Entry(name=name, func=func, needs=needs, description=description)
+        return func
+
+    return decorator
+
+
+def unregister_method(name: str) -> None:
+    """Remove ``name`` from the registry (mainly for tests); unknown names raise ``KeyError``."""
+    if name not in _REGISTRY:
+        raise KeyError(f"no grouping method named {name!r}")
+    del _REGISTRY[name]
+
+
+def available_methods() -> dict[str, dict[str, Any]]:
+    """Registered methods: ``name -> {"needs": (...), "description": "..."}``, sorted by name."""
+    return {
+        name: {"needs": entry.needs, "description": entry.description}
+        for name, entry in sorted(_REGISTRY.items())
+    }
+
+
+def get_method(name: str) -> GroupingMethod:
+    """The function registered as ``name``; ``ValueError`` listing the valid names otherwise."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown grouping method {name!r}; available: {sorted(_REGISTRY)}")
+    return entry.func
+
+
+def _describe(value: Any) -> str:
+    """A short, JSON-able description of an input (for provenance), never its content."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {tuple(int(s) for s in shape)}"
+    if isinstance(value, Mapping):
+        sizes = [len(v) for v in value.values() if hasattr(v, "__len__") and not isinstance(v, str)]
+        if value and len(sizes) == len(value):
+            return f"dict of {len(value)} entries, {sum(sizes)} values in total"
+        return f"dict of {len(value)} entries"
+    if callable(value):
+        return f"callable {getattr(value, '__qualname__', type(value).__name__)}"
+    return type(value).__name__
+
+
+def group_tasks(method: str, tasks: Sequence[str], **kwargs: Any) -> Grouping:
+    """Run the grouping method ``method`` on ``tasks`` and return its validated :class:`Grouping`.
+
+    Looks the method up, checks that the inputs it needs are given (not None), times the call (fills
+    ``cost.seconds`` when the method left it at 0), records provenance (library version, UTC creation
+    time, a description of the inputs) and validates the result.
+
+    Example:
+        >>> group_tasks("all_in_one", ["a", "b"]).groups
+        [['a', 'b']]
+    """
+    entry = _REGISTRY.get(method)
+    if entry is None:
+        raise ValueError(f"unknown grouping method {method!r}; available: {sorted(_REGISTRY)}")
+    if isinstance(tasks, str):
+        raise TypeError(f"tasks must be a sequence of task names, got the string {tasks!r}")
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError(f"method {method!r}: no tasks given")
+    bad = [t for t in tasks if not isinstance(t, str) or not t]
+    if bad:
+        raise ValueError(f"method {method!r}: task names must be non-empty strings, got {bad}")
+    duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+    if duplicates:
+        raise ValueError(f"method {method!r}: task(s) {duplicates} listed more than once")
+    for need in entry.needs:
+        options = need.split("|")
+        if all(kwargs.get(option) is None for option in options):
+            wanted = " or ".join(f"{o}=..." for o in options)
+            hints = "; ".join(f"{o}: {KNOWN_INPUTS[o]}" for o in options if o in KNOWN_INPUTS)
+            raise ValueError(
+                f"grouping method {method!r} needs the input {' or '.join(map(repr, options))}: "
+                f"call group_tasks({method!r}, tasks, {wanted})" + (f" ({hints})" if hints else "")
+            )
+
+    start = time.perf_counter()
+    result = entry.func(tasks, **kwargs)
+    elapsed = time.perf_counter() - start
+    if not isinstance(result, Grouping):
+        raise TypeError(f"grouping method {method!r} returned {type(result).__name__}, not a Grouping")
+    if result.tasks != tasks:
+        raise ValueError(f"grouping method {method!r} returned tasks {result.tasks}, expected {tasks}")
+    if not result.cost.seconds:
+        result.cost.seconds = elapsed
+    from hf_taskgroup import __version__
+
+    result.provenance.setdefault("library", "hf_taskgroup")
+    result.provenance.setdefault("library_version", __version__)
+    result.provenance.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result.provenance.setdefault("registry_name", method)
+    inputs = {
+        name: _describe(value)
+        for name, value in kwargs.items()
+        if value is not None and (name in KNOWN_INPUTS or any(name in n.split("|") for n in entry.needs))
+    }
+    if inputs:
+        result.provenance.setdefault("inputs", inputs)
+    result.validate()
+    return result
