@@ -284,6 +284,16 @@ class MultiTaskModel(PreTrainedModel):
             names.append("trunk")
         return names
 
+    def predict(
+        self, task: str, texts: Sequence[Any], tokenizer: Any = None, batch_size: int = 32, return_scores: bool = False
+    ) -> list[Any]:
+        """Predict with the head ``task``: label names (classification), lists of label names (multilabel),
+        floats (regression) or one tag per word (token classification). ``texts``: strings, ``(a, b)`` pairs
+        or word lists. The tokenizer defaults to the one saved with the model. See :mod:`hf_taskgroup.predict`."""
+        from .predict import predict
+
+        return predict(self, task, texts, tokenizer=tokenizer, batch_size=batch_size, return_scores=return_scores)
+
 
 def compute_task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean loss of a batch for a task type: cross-entropy (classification), binary cross-entropy

@@ -61,6 +61,7 @@ class MultiTaskTrainer(Trainer):
         compute_metrics: MetricsFn | Mapping[str, MetricsFn] | None = None,
         callbacks: list | None = None,
         feature_cache: FeatureCache | None = None,
+        model_card_data: Any = None,
         **kwargs: Any,
     ):
         if model is None:
@@ -76,6 +77,7 @@ class MultiTaskTrainer(Trainer):
         if not isinstance(base, MultiTaskModel):
             raise TypeError(f"model must be a MultiTaskModel (or a peft wrapper of one), got {type(base).__name__}")
         self.base_model_ref = base
+        self.model_card_data = model_card_data  # a model_card.MultiTaskModelCardData; see create_model_card
         self.task_names = base.config.task_names
         self.train_datasets = self._as_task_dict(train_dataset, "train_dataset")
         self.eval_datasets = self._as_task_dict(eval_dataset, "eval_dataset")
@@ -245,6 +247,29 @@ class MultiTaskTrainer(Trainer):
             finally:
                 self.current_task = None
         return out
+
+    # ---- model card (hf_taskgroup/model_card.py) ----------------------------------------------------------
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write our card (``README.md``) into ``args.output_dir`` on the main process: tasks, grouping, per-task
+        results, how to load each head; ``self.model_card_data`` wins over what is read from the model and the
+        log history. Called by ``push_to_hub`` after saving, so it replaces PEFT's card under LoRA."""
+        from .model_card import write_trainer_model_card
+
+        write_trainer_model_card(
+            self, language=language, license=license, tags=tags, model_name=model_name,
+            finetuned_from=finetuned_from, dataset=dataset,
+        )
 
     def _compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         task = self.current_task
