@@ -34,7 +34,7 @@ from hf_taskgroup.grouping.solvers import GroupingSolverError, InfeasibleGroupin
 
 # Modules built alongside (search-based methods). Skip only a module that does not exist yet; a module
 # that exists but fails to import raises, so a broken method never disappears silently.
-_OPTIONAL_MODULES = ("evaluator", "search", "surrogate", "synthetic", "tabular")
+_OPTIONAL_MODULES = ("evaluator", "search", "surrogate", "synthetic", "tabular", "collect", "nlp_evaluator", "task_embedding")
 for _name in _OPTIONAL_MODULES:
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
