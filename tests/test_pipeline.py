@@ -1,0 +1,115 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+from utils import tiny_bert_config, tiny_suite, tiny_tokenizer
+
+from hf_taskgroup.modeling import MultiTaskConfig, MultiTaskModel
+from hf_taskgroup.pipeline import Pipeline, PipelineConfig
+
+
+def _factory(infos, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    config = MultiTaskConfig(encoder=tiny_bert_config(), tasks=dict(infos), pooling="mean", trunk_hidden_sizes=[8],
+                             classifier_dropout=0.0, trunk_dropout=0.0)
+    return MultiTaskModel(config)
+
+
+def _config(tmp_path, **kw):
+    defaults = dict(output_dir=str(tmp_path / "run"), methods=["pvi", "all_in_one"], epochs=2, batch_size=8,
+                    trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic")
+    defaults.update(kw)
+    return PipelineConfig(**defaults)
+
+
+def _pipeline(tmp_path, **kw):
+    return Pipeline(_config(tmp_path, **kw), suite=tiny_suite(("classification", "regression", "multilabel")),
+                    tokenizer=tiny_tokenizer(), model_factory=_factory, progress=False)
+
+
+def test_config_refuses_contradictions():
+    with pytest.raises(ValueError, match="grouping must not see the evaluation split"):
+        PipelineConfig(pvi_split="test")
+    with pytest.raises(ValueError, match="hub_prefix"):
+        PipelineConfig(push_to_hub=True)
+    with pytest.raises(ValueError, match="not among methods"):
+        PipelineConfig(methods=["pvi"], publish_method="tag")
+
+
+def test_unknown_method_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown grouping method\(s\) \['nope'\]"):
+        _pipeline(tmp_path, methods=["pvi", "nope"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_end_to_end_resume_publish_reload_and_predict(tmp_path, local_hub, hub_repo_id):
+    # 1. run, killed after the PVI stage
+    first = _pipeline(tmp_path)
+    assert first.run(stop_after="pvi") is None
+    summaries = {t: json.loads((tmp_path / "run" / "pvi" / t / "summary.json").read_text()) for t in first.tasks}
+    assert not (tmp_path / "run" / "groupings").exists()
+
+    # 2. re-run: PVI is resumed from its artifacts, not recomputed; the rest runs; then publish
+    second = _pipeline(tmp_path, push_to_hub=True, hub_prefix=hub_repo_id)
+    result = second.run()
+    pvi_again = {t: json.loads((tmp_path / "run" / "pvi" / t / "summary.json").read_text()) for t in second.tasks}
+    assert pvi_again == summaries  # untouched artifacts
+    out = tmp_path / "run"
+    for path in ("report.md", "report.json", "evaluation.json", "groupings/pvi.json", "groupings/all_in_one.json",
+                 "plots/gains.png", "plots/params_vs_score.png"):
+        assert (out / path).exists(), path
+    report = json.loads((out / "report.json").read_text())
+    assert {r["method"] for r in report["summary"]} == {"pvi", "all_in_one"}
+    assert set(result.evaluations["all_in_one"].rows) == set(second.tasks)
+
+    # 3. the pushed card records the grouping, the method and per-task results
+    pvi_groups = result.groupings["pvi"].groups
+    first_repo = f"{hub_repo_id}-group0"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(first_repo)
+    data = card.data.to_dict()
+    assert data["task_groups"]["method"] == "pvi"
+    assert data["task_groups"]["groups"] == pvi_groups
+    results = {r["dataset"]["name"]: r for r in data["model-index"][0]["results"]}
+    assert set(results) == set(pvi_groups[0])
+
+    # 4. reload the published model in a new process and predict with each of its heads
+    code = textwrap.dedent(
+        f"""
+        import hf_taskgroup
+        from transformers import AutoModel
+        m = AutoModel.from_pretrained({first_repo!r})
+        for task in m.config.task_names:
+            print(task, m.predict(task, ["good great the", "bad awful a"] if task != "sim" else [("good the", "great")]))
+        """
+    )
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for task in pvi_groups[0]:
+        assert task in res.stdout
+
+    # 5. a third run reuses every artifact: no model is trained again
+    third = _pipeline(tmp_path)
+    third._train = _forbid("train")
+    again = third.run()
+    assert {m: g.groups for m, g in again.groupings.items()} == {m: g.groups for m, g in result.groupings.items()}
+
+
+def _forbid(name):
+    def fail(*a, **k):
+        raise AssertionError(f"stage {name} should not run")
+    return fail
+
+
+def test_suite_yaml_is_written_into_config(tmp_path):
+    cfg = _config(tmp_path)
+    assert yaml.safe_load(yaml.safe_dump(cfg.to_dict()))["methods"] == ["pvi", "all_in_one"]
