@@ -1,0 +1,288 @@
+"""Group evaluators: train a group of tasks together and return per-task validation losses, cached on disk.
+
+Training-based grouping methods (``affinity_search``, ``surrogate``, random / exhaustive search) call an
+evaluator ``evaluator(tasks) -> {task: {"loss": validation loss, <metric>: value, ...}}``. Trainings are the
+expensive part, so :class:`CachedEvaluator` stores every result as one JSON file per group under a cache
+folder, keyed by the sorted task names, the training settings and the seed: a search that is killed resumes
+without training any group twice, and a changed setting or seed never reuses a stale result.
+
+Helpers turn evaluations into the quantities of Ayman, Mukhopadhyay & Laszka (arXiv 2310.16241, B.1):
+:func:`stl_losses`, :func:`pair_gains` (``Change(i, j)``) and :func:`group_gain` (``Change(G)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from hf_taskgroup.utils import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+TrainFn = Callable[[Sequence[str]], Mapping[str, Mapping[str, float]]]
+GroupResult = dict[str, dict[str, float]]
+
+__all__ = [
+    "CachedEvaluator",
+    "GroupEvaluator",
+    "TrainFn",
+    "canonical_group",
+    "group_gain",
+    "group_key",
+    "group_loss",
+    "pair_gains",
+    "stl_losses",
+]
+
+
+@runtime_checkable
+class GroupEvaluator(Protocol):
+    """Anything that trains a group of tasks together and returns per-task validation results.
+
+    ``evaluator(["a", "b"])`` returns ``{"a": {"loss": 0.41, ...}, "b": {"loss": 0.37, ...}}``; ``trainings``
+    counts the real trainings run so far (cached results count 0).
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, cache_dir=None, settings={})
+        >>> isinstance(ev, GroupEvaluator)
+        True
+    """
+
+    trainings: int
+
+    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]: ...
+
+
+def canonical_group(tasks: Sequence[str]) -> tuple[str, ...]:
+    """The sorted tuple of task names that identifies a group; rejects empty groups and duplicates."""
+    names = [str(t) for t in tasks]
+    if not names:
+        raise ValueError("a group needs at least one task")
+    if len(set(names)) != len(names):
+        dupes = sorted({t for t in names if names.count(t) > 1})
+        raise ValueError(f"duplicate task(s) in group: {dupes}")
+    return tuple(sorted(names))
+
+
+def _canonical_json(obj: Any) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"evaluator settings must be JSON-able (finite numbers, str, lists, dicts): {err}") from err
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-able")
+
+
+def group_key(tasks: Sequence[str], settings: Mapping[str, Any], seed: int) -> str:
+    """sha256 hex digest of (sorted task names, settings as canonical JSON, seed): the cache key of a group."""
+    payload = _canonical_json({"tasks": list(canonical_group(tasks)), "settings": dict(settings), "seed": int(seed)})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _clean_result(tasks: tuple[str, ...], raw: Mapping[str, Mapping[str, float]], origin: str) -> GroupResult:
+    """Check a train_fn / cache result covers every task with a finite ``loss``; return plain floats."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"{origin} must return a dict task -> metrics, got {type(raw).__name__}")
+    out: GroupResult = {}
+    for task in tasks:
+        if task not in raw:
+            raise ValueError(f"{origin} returned no result for task {task!r} (group {list(tasks)})")
+        metrics = raw[task]
+        if not isinstance(metrics, Mapping) or "loss" not in metrics:
+            raise ValueError(f"{origin} returned no 'loss' for task {task!r} (group {list(tasks)})")
+        clean: dict[str, float] = {}
+        for name, value in metrics.items():
+            value = float(value)
+            if name == "loss" and not math.isfinite(value):
+                raise ValueError(f"{origin} returned a non-finite loss {value} for task {task!r} (group {list(tasks)})")
+            if math.isfinite(value):  # undefined metrics (e.g. AUC with one class) are dropped, not stored as NaN
+                clean[str(name)] = value
+        out[task] = clean
+    return out
+
+
+class CachedEvaluator:
+    """Wrap ``train_fn(tasks) -> {task: {"loss": ..., ...}}`` with an on-disk cache: no group is trained twice.
+
+    One JSON file per group, ``<cache_dir>/<sha256>.json``, written atomically (temp file + ``os.replace``);
+    the key hashes the sorted task names, ``settings`` (canonical JSON) and ``seed``, so changing either never
+    reuses a stale result. A new instance on the same folder resumes from what is there. A corrupt or partial
+    file is ignored with a warning and the group is trained again. ``cache_dir=None`` keeps results in memory.
+
+    ``trainings`` counts real calls to ``train_fn`` made by this instance; ``cache_hits`` counts calls answered
+    from the cache (memory or disk); ``seconds`` sums the wall time spent inside ``train_fn``.
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 0.5} for t in ts}, cache_dir=None, settings={"lr": 0.1})
+        >>> ev(["b", "a"])["a"]["loss"], ev(["a", "b"]) is not None, ev.trainings, ev.cache_hits
+        (0.5, True, 1, 1)
+    """
+
+    def __init__(
+        self,
+        train_fn: TrainFn,
+        cache_dir: str | Path | None,
+        settings: Mapping[str, Any],
+        seed: int = 0,
+    ) -> None:
+        if not callable(train_fn):
+            raise TypeError(f"train_fn must be callable, got {type(train_fn).__name__}")
+        self.train_fn = train_fn
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.settings = dict(settings)
+        _canonical_json(self.settings)  # fail early on settings that cannot be hashed
+        self.seed = int(seed)
+        self.trainings = 0
+        self.cache_hits = 0
+        self.seconds = 0.0
+        self._memory: dict[tuple[str, ...], GroupResult] = {}
+        self._seconds: dict[tuple[str, ...], float] = {}
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def key(self, tasks: Sequence[str]) -> str:
+        """The cache key of ``tasks`` under this evaluator's settings and seed."""
+        return group_key(tasks, self.settings, self.seed)
+
+    def _path(self, group: tuple[str, ...]) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{self.key(group)}.json"
+
+    def _read(self, group: tuple[str, ...]) -> GroupResult | None:
+        path = self._path(group)
+        if path is None or not path.exists():
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if list(entry.get("tasks", [])) != list(group):
+                raise ValueError(f"file holds group {entry.get('tasks')}, expected {list(group)}")
+            result = _clean_result(group, entry["results"], origin=f"cache file {path}")
+            self._seconds[group] = float(entry.get("seconds", 0.0))
+            return result
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            warnings.warn(f"ignoring unreadable cache entry {path} ({err}); group {list(group)} is trained again",
+                          stacklevel=3)
+            return None
+
+    def is_cached(self, tasks: Sequence[str]) -> bool:
+        """True when ``tasks`` (in any order) has a valid result in memory or on disk."""
+        group = canonical_group(tasks)
+        if group in self._memory:
+            return True
+        result = self._read(group)
+        if result is not None:
+            self._memory[group] = result
+        return result is not None
+
+    def training_seconds(self, tasks: Sequence[str]) -> float | None:
+        """Wall time the training of ``tasks`` took when it ran (from the cache entry); None if never trained."""
+        group = canonical_group(tasks)
+        return self._seconds.get(group) if self.is_cached(group) else None
+
+    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Per-task results of ``tasks`` trained together (from the cache when present)."""
+        group = canonical_group(tasks)
+        if self.is_cached(group):
+            self.cache_hits += 1
+            return _copy(self._memory[group])
+        start = time.perf_counter()
+        raw = self.train_fn(list(group))
+        elapsed = time.perf_counter() - start
+        result = _clean_result(group, raw, origin="train_fn")
+        self.trainings += 1
+        self.seconds += elapsed
+        self._memory[group] = result
+        self._seconds[group] = elapsed
+        path = self._path(group)
+        if path is not None:
+            atomic_write_json(path, {"tasks": list(group), "settings": self.settings, "seed": self.seed,
+                                     "seconds": elapsed, "results": result})
+        logger.debug("trained group %s in %.2fs", list(group), elapsed)
+        return _copy(result)
+
+    def __repr__(self) -> str:
+        return (f"CachedEvaluator(cache_dir={str(self.cache_dir)!r}, seed={self.seed}, trainings={self.trainings}, "
+                f"cache_hits={self.cache_hits})")
+
+
+def _copy(result: GroupResult) -> GroupResult:
+    return {task: dict(metrics) for task, metrics in result.items()}
+
+
+def group_loss(result: Mapping[str, Mapping[str, float]], tasks: Sequence[str] | None = None) -> float:
+    """Sum of the per-task validation losses of one group result (over ``tasks`` if given)."""
+    names = list(result) if tasks is None else list(tasks)
+    return float(sum(float(result[t]["loss"]) for t in names))
+
+
+def stl_losses(evaluator: GroupEvaluator, tasks: Sequence[str]) -> dict[str, float]:
+    """Single-task validation loss of every task: ``{task: L_STL(task)}`` (one training per uncached task).
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 2.0} for t in ts}, None, {})
+        >>> stl_losses(ev, ["a", "b"])
+        {'a': 2.0, 'b': 2.0}
+    """
+    return {str(t): float(evaluator([t])[str(t)]["loss"]) for t in tasks}
+
+
+def group_gain(stl: Mapping[str, float], group_losses: Mapping[str, float]) -> float:
+    """Relative MTL gain of a group, ``Change(G) = (sum_t L_STL(t) - L_MTL(G)) / sum_t L_STL(t)`` (B.1).
+
+    ``group_losses`` maps each task of G to its validation loss in the group model (a float, or a metrics
+    dict with a ``loss`` entry). Positive means training together helps.
+
+    Example:
+        >>> round(group_gain({"a": 1.0, "b": 1.0}, {"a": 0.8, "b": 0.9}), 6)
+        0.15
+    """
+    total_stl = 0.0
+    total_mtl = 0.0
+    for task, value in group_losses.items():
+        if task not in stl:
+            raise KeyError(f"no single-task loss for task {task!r}")
+        total_stl += float(stl[task])
+        total_mtl += float(value["loss"] if isinstance(value, Mapping) else value)
+    if total_stl <= 0:
+        raise ValueError(f"single-task losses of {sorted(group_losses)} sum to {total_stl}; the gain is undefined")
+    return (total_stl - total_mtl) / total_stl
+
+
+def pair_gains(
+    evaluator: GroupEvaluator, tasks: Sequence[str], stl: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Pairwise gains ``Change(i, j)`` (B.1) from trained pairs: a symmetric matrix over ``tasks``, zero diagonal.
+
+    Trains (or reads from the cache) every single task and every pair: ``n + n(n-1)/2`` evaluations.
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0 if len(ts) == 1 else 0.9} for t in ts}, None, {})
+        >>> pair_gains(ev, ["a", "b"]).round(3).tolist()
+        [[0.0, 0.1], [0.1, 0.0]]
+    """
+    names = [str(t) for t in tasks]
+    stl = dict(stl) if stl is not None else stl_losses(evaluator, names)
+    gains = np.zeros((len(names), len(names)), dtype=float)
+    for i, j in combinations(range(len(names)), 2):
+        result = evaluator([names[i], names[j]])
+        gains[i, j] = gains[j, i] = group_gain(stl, {names[i]: result[names[i]], names[j]: result[names[j]]})
+    return gains
