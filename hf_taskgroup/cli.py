@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         datasets.disable_progress_bars()
     if getattr(args, "func", None) is None:
         parser.print_help()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,8 +70,29 @@ def compute_encoder_features(
     return out
 
 
+def inputs_digest(columns: Mapping[str, Sequence[Sequence[int]]]) -> str:
+    """A content hash of tokenized inputs (``input_ids`` and, when present, ``token_type_ids`` and
+    ``attention_mask``): two datasets with the same token ids share cached features."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        rows = columns.get(name)
+        if rows is None:
+            continue
+        h.update(name.encode())
+        for row in rows:
+            arr = np.asarray(row, dtype=np.int64)
+            h.update(len(arr).to_bytes(4, "little"))
+            h.update(arr.tobytes())
+    return h.hexdigest()[:24]
+
+
 class FeatureCache:
-    """In-process cache of encoder features keyed by (encoder fingerprint, task, split, dataset fingerprint).
+    """In-process cache of encoder features keyed by (encoder fingerprint, pooling level, input content).
+
+    Keys depend on what the encoder sees, not on task or split names, so every stage that encodes the
+    same tokens with the same frozen encoder (PVI models, grouped models, evaluators) computes them once.
 
     Example::
 
@@ -83,20 +105,28 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
-        token_level = model.config.tasks[task]["type"] == "token_classification"
-        key = (encoder_fingerprint(model), task, split, getattr(dataset, "_fingerprint", str(id(dataset))))
+    def get(self, model: Any, *, token_level: bool, digest: str, compute: Callable[[], list[Any]]) -> list[Any]:
+        """The cached features for (``model``'s encoder, ``token_level``, ``digest``), computed on a miss."""
+        key = (encoder_fingerprint(model), "tokens" if token_level else "pooled", digest)
         if key in self._store:
             self.hits += 1
-            feats = self._store[key]
         else:
             self.misses += 1
-            feats = compute_encoder_features(
+            self._store[key] = compute()
+        return self._store[key]
+
+    def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
+        token_level = model.config.tasks[task]["type"] == "token_classification"
+        cols = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in dataset.column_names]
+        digest = inputs_digest({c: dataset[c] for c in cols})
+        feats = self.get(
+            model, token_level=token_level, digest=digest,
+            compute=lambda: compute_encoder_features(
                 model, dataset, token_level=token_level, batch_size=batch_size, tokenizer=tokenizer,
                 desc=f"Encoding {task}/{split}",
-            )
-            self._store[key] = feats
-        fingerprint = hashlib.sha256("|".join(map(str, key)).encode()).hexdigest()[:16]
+            ),
+        )
+        fingerprint = hashlib.sha256(f"{digest}|{token_level}|{getattr(dataset, '_fingerprint', '')}".encode()).hexdigest()[:16]
         return attach_features(dataset, feats, token_level=token_level, fingerprint=fingerprint)
 
 

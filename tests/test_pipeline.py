@@ -23,7 +23,7 @@ def _factory(infos, seed):
 
 def _config(tmp_path, **kw):
     defaults = dict(output_dir=str(tmp_path / "run"), methods=["pvi", "all_in_one"], epochs=2, batch_size=8,
-                    trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic")
+                    trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_epochs=2)
     defaults.update(kw)
     return PipelineConfig(**defaults)
 
