@@ -80,3 +80,25 @@ def healthy_local_hub(local_hub: LocalHub) -> Iterator[LocalHub]:
 # =====================================================================================================
 # Fixtures added by other engineers go below this line (tiny models, tokenizers, ... live in tests/utils.py).
 # =====================================================================================================
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is several times faster than two on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _frozen_gc():
+    """Trainer.train runs gc.collect(); freezing the objects alive at start-up keeps each of the many tiny
+    trainings from re-scanning the whole interpreter heap."""
+    import gc
+
+    gc.freeze()
+    yield
+    gc.unfreeze()

@@ -57,15 +57,6 @@ def _family_suite() -> TaskSuite:
 SUITE, TOKENIZER = _family_suite(), tiny_tokenizer()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is several times faster on a busy 2-core machine (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(seed: int = 0, *, shared_frozen_heads: bool = True, dropout: float = 0.0, trunk=(8,)):
     model = tiny_model(SUITE, trunk=trunk, seed=seed, pooling="mean", dropout=dropout)
     if shared_frozen_heads:

@@ -19,14 +19,6 @@ from hf_taskgroup.grouping.result import Grouping
 FAMILIES = [["cli_a", "cli_b"], ["cli_c"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pvi_dir(tmp_path_factory) -> Path:
     """Synthetic PVI artifacts in the layout `hf-taskgroup pvi` writes: <dir>/<task>/{dataset,summary.json}."""

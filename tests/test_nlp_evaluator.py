@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from utils import classification_dataset, dataset_dict, regression_rows, tiny_model, tiny_tokenizer
 
 from hf_taskgroup.features import default_feature_cache
@@ -23,14 +22,6 @@ SUITE = TaskSuite(
 )
 TOKENIZER = tiny_tokenizer()
 SETTINGS = TrainSettings(finetune="frozen", pooling="mean", num_train_epochs=1, per_device_train_batch_size=8, seed=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def factory(infos):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -24,23 +23,6 @@ from hf_taskgroup.training_args import MultiTaskTrainingArguments
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.filterwarnings("ignore::hf_taskgroup.pvi.scores.PVICollapseWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_gc():
-    """Trainer.train runs gc.collect() (accelerate's free_memory); freezing the objects that exist already
-    keeps each of the many tiny trainings here from re-scanning the whole interpreter heap."""
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 from collections import defaultdict
@@ -28,24 +27,6 @@ SUMMARY_KEYS = {"task", "task_type", "settings", "v_information", "accuracy", "c
                 "library_version", "seconds"}
 pytestmark = pytest.mark.filterwarnings("ignore::hf_taskgroup.pvi.scores.PVICollapseWarning")
 SETTINGS_KEYS = {"model", "finetune", "epochs", "null", "heldout", "folds", "seed", "max_length", "learning_rate"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_gc():
-    """Trainer.train runs gc.collect() (accelerate's free_memory); freezing the objects that exist already
-    keeps each of the many tiny trainings here from re-scanning the whole interpreter heap."""
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is ~10x faster than two fighting threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

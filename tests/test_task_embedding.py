@@ -34,14 +34,6 @@ SETTINGS = TrainSettings(finetune="frozen", pooling="mean", trunk_hidden_sizes=[
                          per_device_train_batch_size=8, learning_rate=0.01, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def factory(infos):
     return tiny_model(SUITE.subset(list(infos)), trunk=(8,), pooling="mean", seed=0)
 

@@ -197,11 +197,18 @@ class TaskFitter:
         """``rows`` as ``model`` consumes them: token ids, or (frozen) cached encoder features."""
         if not self.frozen:
             return rows
+        from ..features import default_feature_cache, inputs_digest
+
         key = (encoder_fingerprint(base_model(model)), split)
         if key not in self._features:
-            self._features[key] = encoder_features(
-                model, rows, token_level=self.token_level, batch_size=self.batch_size,
-                pad_token_id=self.pad_token_id, desc=f"Encoding {self.task}/{split}", progress=self.progress,
+            # the process-wide cache: the pipeline's grouped models reuse these features (same tokens)
+            digest = inputs_digest({c: rows.columns[c] for c in INPUT_COLUMNS if c in rows.columns})
+            self._features[key] = default_feature_cache().get(
+                base_model(model), token_level=self.token_level, digest=digest,
+                compute=lambda: encoder_features(
+                    model, rows, token_level=self.token_level, batch_size=self.batch_size,
+                    pad_token_id=self.pad_token_id, desc=f"Encoding {self.task}/{split}", progress=self.progress,
+                ),
             )
         feats = self._features[key]
         if len(feats) != len(rows):
