@@ -71,12 +71,12 @@ def compute_encoder_features(
 
 
 def inputs_digest(columns: Mapping[str, Sequence[Sequence[int]]]) -> str:
-    """A content hash of tokenized inputs (``input_ids`` and, when present, ``token_type_ids`` and
-    ``attention_mask``): two datasets with the same token ids share cached features."""
+    """A content hash of tokenized inputs (``input_ids`` and, when present, ``token_type_ids``; unpadded
+    rows have an all-ones attention mask): two datasets with the same token ids share cached features."""
     import numpy as np
 
     h = hashlib.sha256()
-    for name in ("input_ids", "token_type_ids", "attention_mask"):
+    for name in ("input_ids", "token_type_ids"):
         rows = columns.get(name)
         if rows is None:
             continue
