@@ -149,6 +149,9 @@ def train_group(
     infos = group.task_infos()
     tokenized = {t: _TOKENIZED.get(suite, t, tokenizer, settings.max_length) for t in tasks}
     if model is None:
+        from transformers import set_seed
+
+        set_seed(settings.seed)  # the new heads and trunk start from the run's seed, not the process's RNG state
         model = MultiTaskModel.from_encoder(
             model_path, infos, pooling=settings.pooling, trunk_hidden_sizes=settings.trunk_hidden_sizes,
         )

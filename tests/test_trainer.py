@@ -207,3 +207,30 @@ def test_two_process_cpu_run_agrees_with_sampler_order(tmp_path):
     for a, b in zip(logs[0]["batches"], logs[1]["batches"]):
         assert a and b and not set(a) & set(b)
     assert logs[0]["final_step"] > 0 and (tmp_path / "metrics.json").exists()
+
+
+def test_train_group_seed_controls_the_new_heads(tmp_path, monkeypatch):
+    from hf_taskgroup import training
+    from hf_taskgroup.modeling import MultiTaskModel
+
+    suite = tiny_suite(("classification",))
+    enc = tmp_path / "enc"
+    from transformers import BertModel
+    from utils import tiny_bert_config
+
+    BertModel(tiny_bert_config()).save_pretrained(enc)
+    tok = tiny_tokenizer()
+    heads = []
+    real = MultiTaskModel.from_encoder
+
+    def spy(*a, **k):
+        m = real(*a, **k)
+        heads.append(m.heads["sent"].out_proj.weight.detach().clone())
+        return m
+
+    monkeypatch.setattr(MultiTaskModel, "from_encoder", spy)
+    for seed in (3, 3, 4):
+        torch.manual_seed(seed * 100)  # whatever the process RNG, the run's seed decides
+        training.train_group(suite, ["sent"], training.TrainSettings(model_name_or_path=str(enc), seed=seed,
+                             num_train_epochs=1), tokenizer=tok, eval_splits=(), output_dir=tmp_path / "o")
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
