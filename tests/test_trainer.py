@@ -229,8 +229,8 @@ def test_train_group_seed_controls_the_new_heads(tmp_path, monkeypatch):
         return m
 
     monkeypatch.setattr(MultiTaskModel, "from_encoder", spy)
-    for seed in (3, 3, 4):
-        torch.manual_seed(seed * 100)  # whatever the process RNG, the run's seed decides
+    for i, seed in enumerate((3, 3, 4)):
+        torch.manual_seed(100 + i)  # a different process RNG state each time: only the run's seed may decide
         training.train_group(suite, ["sent"], training.TrainSettings(model_name_or_path=str(enc), seed=seed,
                              num_train_epochs=1), tokenizer=tok, eval_splits=(), output_dir=tmp_path / "o")
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
