@@ -276,6 +276,7 @@ class Pipeline:
         from .grouping.registry import get_method
 
         params = dict(self.config.method_options.get(method, {}))
+        params.pop("affinity_kind", None)  # pipeline-level option of clustering, read by _method_inputs
         accepted = inspect.signature(get_method(method)).parameters
         for name in ("num_groups", "max_group_size"):
             value = getattr(self.config, name)
@@ -296,7 +297,7 @@ class Pipeline:
         if method in AFFINITY_METHODS or method == "clustering":
             from .grouping.collect import collect_affinity
 
-            kind = method if method in AFFINITY_METHODS else cfg.method_options.get("clustering", {}).pop("affinity_kind", "tag")
+            kind = method if method in AFFINITY_METHODS else cfg.method_options.get("clustering", {}).get("affinity_kind", "tag")
             result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
                                       output_path=self.out / "affinity" / f"{kind}.json")
             return {"affinity": result.matrix}

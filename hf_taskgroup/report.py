@@ -22,15 +22,15 @@ def _pm(mean: float, std: float, seeds: int) -> str:
 
 def plot_gains(evaluations: Mapping[str, MethodEvaluation], path: str | Path) -> Path:
     """Grouped bars: per-task gain over single-task training, one colour per method."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .grouping.plots import save_figure
 
     methods = list(evaluations)
     tasks = list(next(iter(evaluations.values())).rows) if evaluations else []
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(tasks) + 2), 3.6))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(tasks) + 2), 3.6))
+    ax = fig.subplots()
     x = np.arange(len(tasks))
     for i, m in enumerate(methods):
         gains = [evaluations[m].rows[t].gain for t in tasks]
@@ -41,22 +41,17 @@ def plot_gains(evaluations: Mapping[str, MethodEvaluation], path: str | Path) ->
     ax.set_ylabel("gain over single-task (primary metric)")
     ax.set_title("Per-task gain of the grouped models")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_params_vs_score(evaluations: Mapping[str, MethodEvaluation], path: str | Path) -> Path:
     """Total parameters of the model set vs mean primary score, one point per method (+ single-task)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .grouping.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
     stl_done = False
     for m, ev in evaluations.items():
         ax.scatter(ev.grouped_parameters / 1e6, ev.mean_score, s=40)
@@ -70,12 +65,7 @@ def plot_params_vs_score(evaluations: Mapping[str, MethodEvaluation], path: str 
     ax.set_xlabel("parameters of the model set (millions)")
     ax.set_ylabel("mean primary score")
     ax.set_title("Size vs score")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(

@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG through the Agg canvas (the global matplotlib backend is left alone)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -82,7 +83,7 @@ def plot_pvi_distributions(
     ax.set_ylabel("PVI (bits)")
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pvalue_heatmap(
@@ -117,7 +118,7 @@ def plot_pvalue_heatmap(
     ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
     ax.set_yticks(range(len(tasks)), tasks)
     ax.set_title(f"{title} (* p < {alpha})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_affinity_heatmap(
@@ -178,4 +179,4 @@ def plot_affinity_heatmap(
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
