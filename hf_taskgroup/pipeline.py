@@ -155,6 +155,7 @@ class Pipeline:
         self.model_factory = model_factory
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self._input_costs: dict[str, tuple[int, float]] = {}  # cost of building a method's inputs
         self._check_methods()
 
     # ---- set-up ---------------------------------------------------------------------------------
@@ -249,6 +250,9 @@ class Pipeline:
                     continue
             inputs = self._method_inputs(method, pvi)
             grouping = group_tasks(method, self.tasks, **inputs, **params)
+            trainings, seconds = self._input_costs.pop(method, (0, 0.0))
+            grouping.cost.trainings += trainings
+            grouping.cost.seconds += seconds
             if method == "pvi":  # the grouping itself is cheap; what it costs is the PVI stage
                 grouping.cost.trainings += self._pvi_trainings()
                 grouping.cost.seconds += sum(float(r.summary.get("seconds") or 0.0) for r in pvi.values())
@@ -300,6 +304,7 @@ class Pipeline:
             kind = method if method in AFFINITY_METHODS else cfg.method_options.get("clustering", {}).get("affinity_kind", "tag")
             result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
                                       output_path=self.out / "affinity" / f"{kind}.json")
+            self._input_costs[method] = (1, float(result.seconds))  # one MTL training with collection
             return {"affinity": result.matrix}
         if method in EVALUATOR_METHODS:
             from .grouping.nlp_evaluator import make_suite_evaluator
