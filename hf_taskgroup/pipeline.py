@@ -70,6 +70,7 @@ class PipelineConfig:
     pvi_split: str = "validation"  # the split whose per-example PVI the grouping uses (never test)
     # PVI needs calibrated probabilities, not the best accuracy: fewer epochs and a lower learning rate
     # than the grouped models (None: 10 epochs at 1e-3 frozen, 2 at 5e-5 full as in the reference code, 3 at 3e-4 lora)
+    pvi_keep_collapsed_single: bool = True  # a task whose g_x collapsed has meaningless PVI: keep it alone
     pvi_epochs: float | None = None
     pvi_learning_rate: float | None = None
     # grouping options shared by methods that take them; per-method extras in method_options
@@ -249,7 +250,10 @@ class Pipeline:
                     out[method] = existing
                     continue
             inputs = self._method_inputs(method, pvi)
-            grouping = group_tasks(method, self.tasks, **inputs, **params)
+            if method == "pvi" and self.config.pvi_keep_collapsed_single:
+                grouping = self._pvi_grouping_without_collapsed(pvi, inputs["pvi"], params)
+            else:
+                grouping = group_tasks(method, self.tasks, **inputs, **params)
             trainings, seconds = self._input_costs.pop(method, (0, 0.0))
             grouping.cost.trainings += trainings
             grouping.cost.seconds += seconds
@@ -262,6 +266,30 @@ class Pipeline:
             out[method] = grouping
         return out
 
+    def _pvi_grouping_without_collapsed(self, pvi: Mapping[str, Any], values: Mapping[str, np.ndarray],
+                                        params: Mapping[str, Any]) -> Any:
+        """PVI grouping of the tasks whose probe did not collapse; collapsed tasks stay single-task."""
+        from .grouping import Grouping, group_tasks
+
+        split = self.config.pvi_split
+        collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(split)]
+        if not collapsed:
+            return group_tasks("pvi", self.tasks, pvi=values, **params)
+        logger.warning("PVI grouping: %s collapsed on %s (one prediction for every example); kept single-task",
+                       collapsed, split)
+        scored = [t for t in self.tasks if t not in collapsed]
+        inner = group_tasks("pvi", scored, pvi={t: values[t] for t in scored}, **params) if scored else None
+        grouping = Grouping(
+            groups=[*(inner.groups if inner else []), *[[t] for t in collapsed]],
+            method="pvi", tasks=list(self.tasks),
+            params={**(inner.params if inner else dict(params)), "collapsed_kept_single": True},
+            scores={**(inner.scores if inner else {}), "scored_tasks": scored, "collapsed_tasks": collapsed},
+            cost=inner.cost if inner else Grouping(groups=[], method="pvi", tasks=[], params={}, scores={}).cost,
+            provenance=dict(inner.provenance) if inner else {},
+        )
+        grouping.validate()
+        return grouping
+
     def _pvi_trainings(self) -> int:
         per_task = 1 if self.config.pvi_null == "analytic" else 2
         folds = self.config.pvi_folds if self.config.pvi_heldout == "kfold" else 1
@@ -272,7 +300,7 @@ class Pipeline:
         cfg = self.config
         return {k: getattr(cfg, k) for k in ("model", "finetune", "epochs", "learning_rate", "batch_size", "pooling",
                                              "trunk_hidden_sizes", "max_length", "pvi_null", "pvi_heldout", "pvi_split",
-                                             "pvi_epochs", "pvi_learning_rate")}
+                                             "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
 
     def _method_params(self, method: str) -> dict[str, Any]:
         import inspect

@@ -113,3 +113,23 @@ def _forbid(name):
 def test_suite_yaml_is_written_into_config(tmp_path):
     cfg = _config(tmp_path)
     assert yaml.safe_load(yaml.safe_dump(cfg.to_dict()))["methods"] == ["pvi", "all_in_one"]
+
+
+def test_pvi_grouping_keeps_collapsed_tasks_single(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def res(mean, collapsed=False):
+        return SimpleNamespace(scores={"validation": SimpleNamespace(pvi=rng.normal(mean, 0.1, 50))},
+                               summary={"collapsed": {"validation": collapsed}, "seconds": 1.0, "num_examples": {}})
+
+    pvi = {"sent": res(0.5), "sim": res(0.5, collapsed=True), "hall": res(0.5)}
+    pipe = _pipeline(tmp_path, methods=["pvi"])
+    grouping = pipe.stage_group(pvi)["pvi"]
+    assert sorted(map(sorted, grouping.groups)) == [["hall", "sent"], ["sim"]]
+    assert grouping.scores["collapsed_tasks"] == ["sim"]
+    off = _pipeline(tmp_path / "off", methods=["pvi"], pvi_keep_collapsed_single=False)
+    assert sorted(map(sorted, off.stage_group(pvi)["pvi"].groups)) == [["hall", "sent", "sim"]]

@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='per-method options as JSON, e.g. \'{"pvi": {"test": "tost", "equivalence_margin": 0.2}}\'')
     p.add_argument("--pvi_null", default="trained", choices=["trained", "analytic"])
     p.add_argument("--pvi_heldout", default="dev_test", choices=["dev_test", "kfold"])
+    p.add_argument("--pvi_group_collapsed", action="store_true",
+                   help="let the PVI grouping place tasks whose probe collapsed (default: they stay single-task)")
     p.add_argument("--pvi_epochs", type=float, default=None, help="epochs of the PVI models (default: 10 frozen, 3 lora, 2 full)")
     p.add_argument("--pvi_learning_rate", type=float, default=None, help="default: 1e-3 frozen, 3e-4 lora, 5e-5 full")
     p.add_argument("--epochs", type=float, default=None, help="default: 20 frozen, 5 lora, 3 full")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     config = PipelineConfig(
         suite=args.suite, tasks=args.tasks, model=args.model, finetune=args.finetune, methods=args.methods,
         seeds=args.seeds, output_dir=args.output_dir, pvi_null=args.pvi_null, pvi_heldout=args.pvi_heldout,
-        pvi_epochs=args.pvi_epochs, pvi_learning_rate=args.pvi_learning_rate,
+        pvi_epochs=args.pvi_epochs, pvi_keep_collapsed_single=not args.pvi_group_collapsed, pvi_learning_rate=args.pvi_learning_rate,
         num_groups=args.num_groups, max_group_size=args.max_group_size, method_options=args.method_options,
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         trunk_hidden_sizes=args.trunk_hidden_sizes, max_length=args.max_length, publish_method=args.publish_method,
