@@ -102,3 +102,18 @@ def _frozen_gc():
     gc.freeze()
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(scope="module")
+def suite():
+    """One small in-memory task per type (sent, sim, hall, ner); modules may define their own."""
+    from utils import tiny_suite
+
+    return tiny_suite()
+
+
+@pytest.fixture(scope="module")
+def tokenized(suite):
+    from utils import tiny_tokenizer
+
+    return suite.tokenize(tiny_tokenizer(), max_length=32)

@@ -5,21 +5,11 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from utils import tiny_model, tiny_suite, tiny_tokenizer
+from utils import tiny_model, tiny_tokenizer
 
 from hf_taskgroup.data import MultiTaskDataCollator
 from hf_taskgroup.features import compute_encoder_features
 from hf_taskgroup.modeling import MultiTaskConfig, MultiTaskModel, apply_lora
-
-
-@pytest.fixture(scope="module")
-def suite():
-    return tiny_suite()
-
-
-@pytest.fixture(scope="module")
-def tokenized(suite):
-    return suite.tokenize(tiny_tokenizer(), max_length=32)
 
 
 def _batch(tokenized, task, task_idx, n=4):

@@ -16,14 +16,6 @@ from hf_taskgroup.training_args import MultiTaskTrainingArguments
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def suite():
-    return tiny_suite()
-
-
-@pytest.fixture(scope="module")
-def tokenized(suite):
-    return suite.tokenize(tiny_tokenizer(), max_length=32)
 
 
 def _args(tmp_path, **kw):

@@ -269,6 +269,22 @@ def _uncovered(names: list[str], groups: Sequence[Group]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- enumerated set partitioning
+def _candidate_groups(
+    names: list[str], group_fn: Any, candidates: Any, min_group_size: int, hi: int, max_candidates: int, hint: str
+) -> list[tuple[int, ...]]:
+    """Candidate groups: the keys of a mapping ``group_fn``, the given ``candidates``, or every group
+    with a size in ``[min_group_size, hi]`` (refused past ``max_candidates``, with ``hint``)."""
+    if candidates is None and isinstance(group_fn, Mapping):
+        candidates = [tuple(sorted(int(i) for i in g)) for g in group_fn]
+    if candidates is not None:
+        return _normalise_candidates(names, candidates, min_group_size, hi)
+    n = len(names)
+    count = _count_groups(n, min_group_size, hi)
+    if count > max_candidates:
+        raise ValueError(f"{n} tasks give {count} candidate groups (> max_candidates={max_candidates}); {hint}")
+    return enumerate_groups(n, min_group_size=min_group_size, max_group_size=hi)
+
+
 def solve_set_partition(
     tasks: Sequence[Any] | int,
     group_value: Callable[[Group], float] | Mapping[Group, float],
@@ -309,18 +325,8 @@ def solve_set_partition(
     hi = _check_sizes(names, min_group_size, max_group_size)
     if isinstance(group_value, Mapping):
         value_map = {tuple(sorted(int(i) for i in k)): float(v) for k, v in group_value.items()}
-        if candidates is None:
-            candidates = list(value_map)
-    if candidates is None:
-        count = _count_groups(n, min_group_size, hi)
-        if count > max_candidates:
-            raise ValueError(
-                f"{n} tasks give {count} candidate groups (> max_candidates={max_candidates}); "
-                "use solve_compact, a smaller max_group_size, or explicit candidates"
-            )
-        cands = enumerate_groups(n, min_group_size=min_group_size, max_group_size=hi)
-    else:
-        cands = _normalise_candidates(names, candidates, min_group_size, hi)
+    cands = _candidate_groups(names, group_value, candidates, min_group_size, hi, max_candidates,
+                              "use solve_compact, a smaller max_group_size, or explicit candidates")
     if not cands:
         raise InfeasibleGroupingError(f"no candidate group has a size in [{min_group_size}, {hi}]")
     missing = _uncovered(names, cands)
@@ -427,18 +433,8 @@ def network_selection(
     hi = _check_sizes(names, min_group_size, max_group_size)
     if isinstance(group_score, Mapping):
         score_map = {tuple(sorted(int(i) for i in g)): v for g, v in group_score.items()}
-        if candidates is None:
-            candidates = list(score_map)
-    if candidates is None:
-        count = _count_groups(n, min_group_size, hi)
-        if count > max_candidates:
-            raise ValueError(
-                f"{n} tasks give {count} candidate groups (> max_candidates={max_candidates}); "
-                "pass a smaller max_group_size or explicit candidates"
-            )
-        cands = enumerate_groups(n, min_group_size=min_group_size, max_group_size=hi)
-    else:
-        cands = _normalise_candidates(names, candidates, min_group_size, hi)
+    cands = _candidate_groups(names, group_score, candidates, min_group_size, hi, max_candidates,
+                              "pass a smaller max_group_size or explicit candidates")
     missing = _uncovered(names, cands)
     if missing:
         raise InfeasibleGroupingError(f"task(s) {missing} appear in no candidate group")
