@@ -36,6 +36,41 @@ def encoder_fingerprint(model: Any) -> str:
 
 
 @torch.no_grad()
+def encode_in_length_order(
+    model: Any,
+    lengths: Sequence[int],
+    make_batch: Callable[[list[int]], Mapping[str, torch.Tensor]],
+    *,
+    token_level: bool = False,
+    batch_size: int = 64,
+    desc: str = "Encoding",
+    progress: bool = True,
+) -> list[Any]:
+    """Run ``model.encode`` over rows batched in order of length (less padding) and return one array per
+    row in the original order: ``[H]`` pooled, or ``[T_i, H]`` token states (padding cut off).
+
+    ``make_batch(indices)`` builds the padded input tensors of those rows; eval mode during the pass,
+    the model's mode restored after.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[Any] = [None] * len(order)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in make_batch(idx).items()}
+            feats = model.encode(**batch, token_level=token_level).float().cpu().numpy()
+            for j, i in enumerate(idx):
+                out[i] = feats[j, : lengths[i]].copy() if token_level else feats[j].copy()
+    finally:
+        model.train(was_training)
+    return out
+
+
 def compute_encoder_features(
     model: Any,
     dataset: Any,
@@ -43,31 +78,19 @@ def compute_encoder_features(
     token_level: bool = False,
     batch_size: int = 64,
     tokenizer: Any = None,
-    device: str | torch.device | None = None,
     desc: str = "Encoding",
 ) -> list[Any]:
-    """Pooled encoder output (``[H]`` per example) or token states (``[T_i, H]``) for every row, in order.
-
-    Rows are processed sorted by length (less padding), and returned in the dataset's order.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    """Pooled encoder output (``[H]`` per example) or token states (``[T_i, H]``) of every row of a
+    tokenized ``datasets.Dataset``, in the dataset's order (see :func:`encode_in_length_order`)."""
     collator = MultiTaskDataCollator(tokenizer)
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
-    lengths = [len(x) for x in dataset["input_ids"]]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[Any] = [None] * len(order)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        idx = order[start : start + batch_size]
+
+    def make_batch(idx: list[int]) -> Mapping[str, torch.Tensor]:
         rows = dataset.select(idx).select_columns(keep)
-        batch = collator([rows[i] for i in range(len(idx))])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        feats = model.encode(**batch, token_level=token_level).float().cpu()
-        for j, i in enumerate(idx):
-            out[i] = feats[j, : lengths[i]].numpy() if token_level else feats[j].numpy()
-    model.train(was_training)
-    return out
+        return collator([rows[i] for i in range(len(idx))])
+
+    lengths = [len(x) for x in dataset["input_ids"]]
+    return encode_in_length_order(model, lengths, make_batch, token_level=token_level, batch_size=batch_size, desc=desc)
 
 
 def inputs_digest(columns: Mapping[str, Sequence[Sequence[int]]]) -> str:

@@ -212,22 +212,12 @@ def encoder_features(
     progress: bool = True,
 ) -> list[np.ndarray]:
     """Pooled encoder output ``[H]`` (or token states ``[T_i, H]``) of every row, in row order (frozen mode)."""
-    base = base_model(model)
-    device = next(base.parameters()).device
-    lengths = rows.lengths()
-    out: list[np.ndarray | None] = [None] * len(rows)
-    was_training = base.training
-    base.eval()
-    try:
-        for idx in tqdm(_batches(lengths, batch_size, True), desc=desc or "Encoding", leave=False,
-                        disable=not progress):
-            batch = {k: v.to(device) for k, v in _batch_inputs(rows, idx, pad_token_id).items()}
-            feats = base.encode(**batch, token_level=token_level).float().cpu().numpy()
-            for j, i in enumerate(idx):
-                out[i] = feats[j, : lengths[i]].copy() if token_level else feats[j].copy()
-    finally:
-        base.train(was_training)
-    return out  # type: ignore[return-value]
+    from ..features import encode_in_length_order
+
+    return encode_in_length_order(
+        base_model(model), rows.lengths(), lambda idx: _batch_inputs(rows, idx, pad_token_id),
+        token_level=token_level, batch_size=batch_size, desc=desc or "Encoding", progress=progress,
+    )
 
 
 @torch.inference_mode()
