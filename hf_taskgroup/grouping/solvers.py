@@ -81,6 +81,16 @@ class SolverResult:
     assignment: dict[int, int] | None = None
     incumbent: str = "highs"
 
+    @classmethod
+    def from_highs(cls, res: Any, start: float, **fields: Any) -> SolverResult:
+        """A result of the ``scipy.optimize.milp`` answer ``res``: status, optimality, HiGHS' bound and gap
+        and the seconds since ``start`` filled in; ``fields`` give the rest (and may override ``gap``)."""
+        bound, gap = _bound_and_gap(res)
+        return cls(
+            status=str(res.message), status_code=int(res.status), optimal=res.status == 0,
+            seconds=time.perf_counter() - start, bound=bound, **{"gap": gap, **fields},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["groups"] = [list(g) for g in self.groups]
@@ -380,20 +390,9 @@ def solve_set_partition(
     )
     chosen = np.flatnonzero(res.x > 0.5)
     groups = sorted((cands[j] for j in chosen), key=lambda g: (g[0], g))
-    bound, gap = _bound_and_gap(res)
-    return SolverResult(
-        groups=groups,
-        objective=float(values[chosen].sum()),
-        status=str(res.message),
-        status_code=int(res.status),
-        optimal=res.status == 0,
-        seconds=time.perf_counter() - start,
-        num_candidates=m,
-        num_variables=m,
-        num_constraints=rows.count,
-        formulation="enumerated",
-        bound=bound,
-        gap=gap,
+    return SolverResult.from_highs(
+        res, start, groups=groups, objective=float(values[chosen].sum()), num_candidates=m, num_variables=m,
+        num_constraints=rows.count, formulation="enumerated",
     )
 
 
@@ -480,20 +479,9 @@ def network_selection(
         chosen = sorted({j for _, j in best.values()})
     order = sorted(chosen, key=lambda j: (cands[j][0], cands[j]))
     position = {j: i for i, j in enumerate(order)}
-    bound, gap = _bound_and_gap(res)
-    return SolverResult(
-        groups=[cands[j] for j in order],
-        objective=float(np.mean([best[t][0] for t in range(n)])),
-        status=str(res.message),
-        status_code=int(res.status),
-        optimal=res.status == 0,
-        seconds=time.perf_counter() - start,
-        num_candidates=m,
-        num_variables=num_vars,
-        num_constraints=rows.count,
-        formulation="network_selection",
-        bound=bound,
-        gap=gap,
+    return SolverResult.from_highs(
+        res, start, groups=[cands[j] for j in order], objective=float(np.mean([best[t][0] for t in range(n)])),
+        num_candidates=m, num_variables=num_vars, num_constraints=rows.count, formulation="network_selection",
         assignment={t: position[best[t][1]] for t in range(n)},
     )
 

@@ -40,7 +40,6 @@ from hf_taskgroup.grouping.solvers import (
     InfeasibleGroupingError,
     NumGroupsMode,
     SolverResult,
-    _bound_and_gap,
     _check_count,
     _check_sizes,
     _count_groups,
@@ -247,24 +246,13 @@ def solve_compact(
         if value > objective + 1e-9:
             groups, objective, incumbent = heuristic, value, "local_search"
     groups = sorted(groups, key=lambda g: (g[0], g))
-    bound, gap = _bound_and_gap(res)
-    if incumbent == "local_search" and bound is not None:
-        gap = abs(bound - objective) / max(abs(objective), 1e-12)
-    return SolverResult(
-        groups=groups,
-        objective=objective,
-        status=str(res.message),
-        status_code=int(res.status),
-        optimal=res.status == 0,
-        seconds=time.perf_counter() - start,
-        incumbent=incumbent,
-        num_candidates=0,
-        num_variables=num_vars,
-        num_constraints=rows.count,
-        formulation="compact",
-        bound=bound,
-        gap=gap,
+    result = SolverResult.from_highs(
+        res, start, groups=groups, objective=objective, incumbent=incumbent, num_candidates=0,
+        num_variables=num_vars, num_constraints=rows.count, formulation="compact",
     )
+    if incumbent == "local_search" and result.bound is not None:  # HiGHS' gap refers to its own incumbent
+        result.gap = abs(result.bound - objective) / max(abs(objective), 1e-12)
+    return result
 
 
 def local_search_partition(
