@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from utils import tiny_model, tiny_suite, tiny_tokenizer
+from utils import free_port, tiny_model, tiny_suite, tiny_tokenizer
 
 from hf_taskgroup.pvi.callback import PVICallback
 from hf_taskgroup.trainer import MultiTaskTrainer
@@ -117,7 +117,7 @@ def test_two_process_cpu_run_equals_one_process_run(tmp_path, monkeypatch):
     if torchrun is None:
         pytest.skip("torchrun not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29531", str(HERE / "pvi_ddp_worker.py"),
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(HERE / "pvi_ddp_worker.py"),
            str(tmp_path / "ddp")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     monkeypatch.setattr(sys, "argv", ["pvi_ddp_worker.py", str(tmp_path / "single")])  # meanwhile, 1 process

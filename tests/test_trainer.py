@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import TrainerCallback
-from utils import classification_dataset, tiny_model, tiny_suite, tiny_tokenizer
+from utils import classification_dataset, free_port, tiny_model, tiny_suite, tiny_tokenizer
 
 from hf_taskgroup.tasks import TaskSpec, TaskSuite
 from hf_taskgroup.trainer import MultiTaskTrainer
@@ -188,7 +188,7 @@ def test_two_process_cpu_run_agrees_with_sampler_order(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(HERE / "ddp_worker.py"), str(tmp_path)]
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(HERE / "ddp_worker.py"), str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -148,3 +148,12 @@ def tiny_model(suite=None, *, trunk=(), pooling: str = "cls", dropout: float = 0
         classifier_dropout=dropout, trunk_dropout=dropout,
     )
     return MultiTaskModel(config)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for torchrun's rendezvous in tests)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
