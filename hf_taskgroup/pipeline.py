@@ -269,7 +269,7 @@ class Pipeline:
     def _pvi_grouping_without_collapsed(self, pvi: Mapping[str, Any], values: Mapping[str, np.ndarray],
                                         params: Mapping[str, Any]) -> Any:
         """PVI grouping of the tasks whose probe did not collapse; collapsed tasks stay single-task."""
-        from .grouping import Grouping, group_tasks
+        from .grouping import Grouping, GroupingCost, group_tasks
 
         split = self.config.pvi_split
         collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(split)]
@@ -284,7 +284,7 @@ class Pipeline:
             method="pvi", tasks=list(self.tasks),
             params={**(inner.params if inner else dict(params)), "collapsed_kept_single": True},
             scores={**(inner.scores if inner else {}), "scored_tasks": scored, "collapsed_tasks": collapsed},
-            cost=inner.cost if inner else Grouping(groups=[], method="pvi", tasks=[], params={}, scores={}).cost,
+            cost=inner.cost if inner else GroupingCost(),
             provenance=dict(inner.provenance) if inner else {},
         )
         grouping.validate()

@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -225,10 +224,6 @@ def _has_accelerator() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def format_results_table(runs: Mapping[str, Mapping[str, Any]], split: str = "test") -> str:
