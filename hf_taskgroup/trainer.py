@@ -83,7 +83,7 @@ class MultiTaskTrainer(Trainer):
         self.eval_datasets = self._as_task_dict(eval_dataset, "eval_dataset")
         self._check_task_weights(args)
         self.feature_cache = feature_cache if feature_cache is not None else default_feature_cache()
-        self._prepared: dict[tuple[str, str, int], Any] = {}
+        self._prepared: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.current_task: str | None = None
         self._user_compute_metrics = compute_metrics
 
@@ -139,8 +139,9 @@ class MultiTaskTrainer(Trainer):
         """The dataset as the model consumes it: ``task_ids`` added, in frozen mode the encoder
         ``features`` added (cached), unused columns dropped. Memoised per (task, split, dataset)."""
         key = (task, split, id(dataset))
-        if key in self._prepared:
-            return self._prepared[key]
+        hit = self._prepared.get(key)
+        if hit is not None and hit[0] is dataset:  # ids are reused after garbage collection
+            return hit[1]
         ds = dataset
         if self.args.finetune == "frozen":
             base = self.base_model_ref
@@ -155,7 +156,7 @@ class MultiTaskTrainer(Trainer):
         ds = self._remove_unused_columns(ds, description=f"{task}/{split}")
         if "features" in ds.column_names:  # numpy rows: no per-float Python objects in the data loader
             ds = ds.with_format("numpy", columns=["features"], output_all_columns=True)
-        self._prepared[key] = ds
+        self._prepared[key] = (dataset, ds)
         return ds
 
     # ---- training ---------------------------------------------------------------------------------
