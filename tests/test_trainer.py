@@ -226,3 +226,23 @@ def test_train_group_seed_controls_the_new_heads(tmp_path, monkeypatch):
         training.train_group(suite, ["sent"], training.TrainSettings(model_name_or_path=str(enc), seed=seed,
                              num_train_epochs=1), tokenizer=tok, eval_splits=(), output_dir=tmp_path / "o")
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
+def test_batched_fetch_gives_the_rows_of_per_example_access(suite, tokenized, tmp_path):
+    from torch.utils.data import ConcatDataset
+
+    from hf_taskgroup.trainer import TaskConcatDataset
+
+    trainer = _trainer(suite, tokenized, tmp_path, finetune="frozen")
+    prepared = [trainer.prepare_task_dataset(t, tokenized[t]["train"], "train") for t in suite.task_names]
+    fast, slow = TaskConcatDataset(prepared), ConcatDataset(prepared)
+    sampler_batches = list(trainer.get_train_dataloader().batch_sampler)
+    mixed = [0, len(fast) - 1, 3, -1]  # rows of several tasks and a negative index, in a chosen order
+    for indices in [*sampler_batches[:4], mixed]:
+        rows = fast.__getitems__(list(indices))
+        expected = [slow[i] for i in indices]
+        assert len(rows) == len(expected)
+        for got, want in zip(rows, expected):
+            assert got.keys() == want.keys()
+            for key in want:
+                assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
