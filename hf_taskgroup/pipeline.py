@@ -26,7 +26,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 STAGES = ("pvi", "group", "train", "report", "cards", "publish")
 EVALUATOR_METHODS = ("exhaustive", "affinity_search", "surrogate")
 AFFINITY_METHODS = ("transfer_gain", "tag")
+#: method_options of transfer_gain / tag / clustering that configure the affinity collection, not the method:
+#: ``affinity_kind`` (clustering only: which matrix to cluster) and the options of ``collect_affinity``.
+COLLECTION_OPTIONS = ("affinity_kind", "every_k_steps", "task_subsample", "probe_batch_size", "lookahead_lr")
 
 
 @dataclass
@@ -137,6 +140,41 @@ class PipelineResult:
     model_dirs: dict[str, Path]
     published: dict[str, str]
     timings: dict[str, float]
+
+
+class ColdCostEvaluator:
+    """Evaluator proxy that records the distinct groups a method asks for, so its cost can be charged as if
+    the evaluator cache were cold (methods share one cache: a later method would otherwise look free).
+
+    ``cold_trainings``: distinct groups requested; ``cold_seconds()``: their training time from the cache
+    entries; ``real_seconds()``: training time actually spent through this proxy.
+    """
+
+    def __init__(self, evaluator: Any) -> None:
+        self.evaluator = evaluator
+        self.groups: set[tuple[str, ...]] = set()
+        self._start_seconds = float(evaluator.seconds)
+
+    @property
+    def trainings(self) -> int:
+        return self.evaluator.trainings
+
+    @property
+    def cold_trainings(self) -> int:
+        return len(self.groups)
+
+    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+        self.groups.add(tuple(sorted(str(t) for t in tasks)))
+        return self.evaluator(tasks)
+
+    def __getattr__(self, name: str) -> Any:  # is_cached, key, cache_dir, ... of the wrapped evaluator
+        return getattr(self.evaluator, name)
+
+    def cold_seconds(self) -> float:
+        return float(sum(self.evaluator.training_seconds(g) or 0.0 for g in self.groups))
+
+    def real_seconds(self) -> float:
+        return float(self.evaluator.seconds) - self._start_seconds
 
 
 class Pipeline:
@@ -243,7 +281,8 @@ class Pipeline:
         for method in tqdm(self.config.methods, desc="Grouping", unit="method", disable=not self.progress):
             path = self.out / "groupings" / f"{method}.json"
             params = self._method_params(method)
-            stamp = _stamp({"method": method, "params": params, "tasks": self.tasks, "settings": self._settings_stamp()})
+            stamp = _stamp({"method": method, "params": params, "options": self.config.method_options.get(method, {}),
+                            "tasks": self.tasks, "settings": self._settings_stamp()})
             if path.exists():
                 existing = Grouping.from_json(path)
                 if existing.provenance.get("pipeline_stamp") == stamp:
@@ -254,6 +293,10 @@ class Pipeline:
                 grouping = self._pvi_grouping_without_collapsed(pvi, inputs["pvi"], params)
             else:
                 grouping = group_tasks(method, self.tasks, **inputs, **params)
+            if isinstance(inputs.get("evaluator"), ColdCostEvaluator):  # charge as if the cache were cold
+                rec = inputs["evaluator"]
+                grouping.cost.trainings = rec.cold_trainings
+                grouping.cost.seconds += rec.cold_seconds() - rec.real_seconds()
             trainings, seconds = self._input_costs.pop(method, (0, 0.0))
             grouping.cost.trainings += trainings
             grouping.cost.seconds += seconds
@@ -308,7 +351,8 @@ class Pipeline:
         from .grouping.registry import get_method
 
         params = dict(self.config.method_options.get(method, {}))
-        params.pop("affinity_kind", None)  # pipeline-level option of clustering, read by _method_inputs
+        for option in COLLECTION_OPTIONS:  # pipeline-level options of the affinity collection, read by _method_inputs
+            params.pop(option, None)
         accepted = inspect.signature(get_method(method)).parameters
         for name in ("num_groups", "max_group_size"):
             value = getattr(self.config, name)
@@ -329,10 +373,13 @@ class Pipeline:
         if method in AFFINITY_METHODS or method == "clustering":
             from .grouping.collect import collect_affinity
 
-            kind = method if method in AFFINITY_METHODS else cfg.method_options.get("clustering", {}).get("affinity_kind", "tag")
+            options = dict(cfg.method_options.get(method, {}))
+            kind = method if method in AFFINITY_METHODS else options.get("affinity_kind", "tag")
+            collection = {k: options[k] for k in COLLECTION_OPTIONS[1:] if k in options}
             result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
-                                      output_path=self.out / "affinity" / f"{kind}.json")
-            self._input_costs[method] = (1, float(result.seconds))  # one MTL training with collection
+                                      output_path=self.out / "affinity" / f"{kind}.json", **collection)
+            # one MTL training with collection: its whole wall time (training + lookaheads)
+            self._input_costs[method] = (1, float(result.params.get("wall_seconds", result.seconds)))
             return {"affinity": result.matrix}
         if method in EVALUATOR_METHODS:
             from .grouping.nlp_evaluator import make_suite_evaluator
@@ -343,7 +390,7 @@ class Pipeline:
                     return self.model_factory(infos, cfg.seeds[0])
             evaluator = make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
                                              tokenizer=self._tok(), model_factory=factory)
-            return {"evaluator": evaluator}
+            return {"evaluator": ColdCostEvaluator(evaluator)}
         if method == "task_embedding":
             return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}
         return {}

@@ -133,3 +133,29 @@ def test_pvi_grouping_keeps_collapsed_tasks_single(tmp_path):
     assert grouping.scores["collapsed_tasks"] == ["sim"]
     off = _pipeline(tmp_path / "off", methods=["pvi"], pvi_keep_collapsed_single=False)
     assert sorted(map(sorted, off.stage_group(pvi)["pvi"].groups)) == [["hall", "sent", "sim"]]
+
+
+def test_evaluator_methods_are_charged_their_cold_cost_on_a_warm_cache(tmp_path):
+    kw = dict(methods=["surrogate"], method_options={"surrogate": {"num_subsets": 3}})
+    cold = _pipeline(tmp_path, **kw).stage_group({})["surrogate"]
+    assert cold.cost.trainings > 0
+    (tmp_path / "run" / "groupings" / "surrogate.json").unlink()
+    warm_pipe = _pipeline(tmp_path, **kw)
+    warm = warm_pipe.stage_group({})["surrogate"]
+    assert warm.groups == cold.groups
+    # every group came from the shared cache, yet the method is charged what it needs from scratch
+    assert warm.cost.trainings == cold.cost.trainings
+    assert warm.cost.seconds >= 0.5 * cold.cost.seconds
+
+
+def test_affinity_collection_options_reach_the_collector(tmp_path):
+    pipe = _pipeline(tmp_path, methods=["tag"], method_options={"tag": {"every_k_steps": 1, "num_groups": 2}})
+    grouping = pipe.stage_group({})["tag"]
+    saved = json.loads((tmp_path / "run" / "affinity" / "tag.json").read_text())
+    assert saved["params"]["identity"]["every_k_steps"] == 1
+    assert grouping.cost.trainings == 1 and len(grouping.groups) <= 2
+    # a changed collection option is a different grouping: it is not reused from groupings/tag.json
+    again = _pipeline(tmp_path, methods=["tag"], method_options={"tag": {"every_k_steps": 2, "num_groups": 2}})
+    again.stage_group({})
+    saved = json.loads((tmp_path / "run" / "affinity" / "tag.json").read_text())
+    assert saved["params"]["identity"]["every_k_steps"] == 2
