@@ -5,7 +5,8 @@ the total validation loss (sum over tasks of each task's loss in its group's mod
 the trainings the method needed to *find* the grouping (distinct groups it evaluated, counted as if the
 cache were cold), their training time (from the cache entries), and the method's own wall time in this
 run. All methods share one on-disk cache per dataset (benchmarks/results/cache/), so a group is trained
-once per run and re-runs are cheap.
+once per run and re-runs are cheap. The random best-of-R baseline and the pairwise gains train their
+uncached groups together (``CachedEvaluator.evaluate_many``: EVALUATE_CHUNK groups per batched training).
 
     python benchmarks/tabular_grouping.py --quick          # first 8 tasks, small budgets: a few minutes
     python benchmarks/tabular_grouping.py                   # all tasks (29 / 42): see --help for budgets
@@ -45,6 +46,11 @@ DATASETS: dict[str, dict[str, Any]] = {
     "parkinsons": {"file": "parkinsons.csv", "task_type": "regression", "drop_columns": ("motor_UPDRS",),
                    "train": {"epochs": 100}},
 }
+#: Groups per batched training in ``CachedEvaluator.evaluate_many`` (a few hundred: the time per group
+#: stops falling there; see benchmarks/tabular_batched_training.py).
+EVALUATE_CHUNK = 256
+
+
 def doc_markers(quick: bool) -> tuple[str, str]:
     mode = "quick" if quick else "full"
     return f"<!-- results-{mode}:start -->", f"<!-- results-{mode}:end -->"
@@ -65,6 +71,11 @@ class Recorder:
         self.groups.add(canonical_group(tasks))
         return self.evaluator(tasks)
 
+    def evaluate_many(self, groups: Sequence[Sequence[str]]) -> list[dict[str, dict[str, float]]]:
+        """Results of ``groups`` in order; the uncached ones are trained together, EVALUATE_CHUNK at a time."""
+        self.groups.update(canonical_group(g) for g in groups)
+        return self.evaluator.evaluate_many(groups, chunk_size=EVALUATE_CHUNK, progress=True)
+
     def train_seconds(self) -> float:
         return float(sum(self.evaluator.training_seconds(g) or 0.0 for g in self.groups))
 
@@ -84,10 +95,12 @@ def evaluate_partition(ev: CachedEvaluator, groups: list[list[str]], assignment:
 
 
 def pair_gain_matrix(rec: Recorder, tasks: list[str]) -> tuple[np.ndarray, dict[str, float]]:
-    stl = {t: rec([t])[t]["loss"] for t in tasks}
+    pairs = list(combinations(range(len(tasks)), 2))
+    results = rec.evaluate_many([[t] for t in tasks] + [[tasks[i], tasks[j]] for i, j in pairs])
+    stl = {t: result[t]["loss"] for t, result in zip(tasks, results)}
     gains = np.zeros((len(tasks), len(tasks)))
-    for i, j in combinations(range(len(tasks)), 2):
-        gains[i, j] = gains[j, i] = group_gain(stl, rec([tasks[i], tasks[j]]))
+    for (i, j), result in zip(pairs, results[len(tasks):]):
+        gains[i, j] = gains[j, i] = group_gain(stl, result)
     return gains, stl
 
 
@@ -122,14 +135,15 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
         g = group_tasks(method, tasks, seed=args.seed)
         record(method, g.groups, None, time.perf_counter() - start)
 
-    # random partitions, best of R by validation loss
+    # random partitions, best of R by validation loss: draw all R, train their distinct groups together
     rec = Recorder(ev)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
+    partitions = [[[tasks[i] for i in b] for b in sample_partition(n, rng)] for _ in range(args.random_partitions)]
+    results = iter(rec.evaluate_many([g for partition in partitions for g in partition]))
     best: tuple[float, list[list[str]]] | None = None
-    for _ in range(args.random_partitions):
-        partition = [[tasks[i] for i in b] for b in sample_partition(n, rng)]
-        total = sum(rec(g)[t]["loss"] for g in partition for t in g)
+    for partition in partitions:
+        total = sum(result[t]["loss"] for g, result in zip(partition, results) for t in g)  # one result per group
         if best is None or total < best[0]:
             best = (total, partition)
     assert best is not None

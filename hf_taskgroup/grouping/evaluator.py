@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -30,9 +30,11 @@ from hf_taskgroup.utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 TrainFn = Callable[[Sequence[str]], Mapping[str, Mapping[str, float]]]
+BatchTrainFn = Callable[[list[list[str]]], Sequence[Mapping[str, Mapping[str, float]]]]
 GroupResult = dict[str, dict[str, float]]
 
 __all__ = [
+    "BatchTrainFn",
     "CachedEvaluator",
     "GroupEvaluator",
     "TrainFn",
@@ -129,8 +131,11 @@ class CachedEvaluator:
     reuses a stale result. A new instance on the same folder resumes from what is there. A corrupt or partial
     file is ignored with a warning and the group is trained again. ``cache_dir=None`` keeps results in memory.
 
-    ``trainings`` counts real calls to ``train_fn`` made by this instance; ``cache_hits`` counts calls answered
-    from the cache (memory or disk); ``seconds`` sums the wall time spent inside ``train_fn``.
+    ``trainings`` counts the groups this instance trained; ``cache_hits`` counts requests answered from the
+    cache (memory or disk); ``seconds`` sums the wall time spent training.
+
+    ``batch_train_fn(groups) -> [result of each group]``, when given, trains many groups in one go (e.g.
+    :func:`~hf_taskgroup.grouping.tabular.train_tabular_groups`); :meth:`evaluate_many` uses it.
 
     Example:
         >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 0.5} for t in ts}, cache_dir=None, settings={"lr": 0.1})
@@ -144,10 +149,14 @@ class CachedEvaluator:
         cache_dir: str | Path | None,
         settings: Mapping[str, Any],
         seed: int = 0,
+        batch_train_fn: BatchTrainFn | None = None,
     ) -> None:
         if not callable(train_fn):
             raise TypeError(f"train_fn must be callable, got {type(train_fn).__name__}")
+        if batch_train_fn is not None and not callable(batch_train_fn):
+            raise TypeError(f"batch_train_fn must be callable or None, got {type(batch_train_fn).__name__}")
         self.train_fn = train_fn
+        self.batch_train_fn = batch_train_fn
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.settings = dict(settings)
         _canonical_json(self.settings)  # fail early on settings that cannot be hashed
@@ -204,20 +213,85 @@ class CachedEvaluator:
         if self.is_cached(group):
             self.cache_hits += 1
             return _copy(self._memory[group])
+        self._train_one(group)
+        return _copy(self._memory[group])
+
+    def evaluate_many(
+        self, groups: Iterable[Sequence[str]], *, chunk_size: int = 64, progress: bool = False
+    ) -> list[GroupResult]:
+        """Results of many groups, in input order: cached groups from the cache, the others trained in chunks.
+
+        Groups are canonical (task order does not matter) and de-duplicated: each distinct uncached group is
+        trained once. With ``batch_train_fn``, the uncached groups are trained ``chunk_size`` at a time in one
+        call each; every group of a chunk is cached as soon as its chunk finishes, with ``seconds`` = the
+        chunk's wall time / its size and ``"batched": <chunk size>`` in the cache entry, so an interrupted run
+        keeps every finished chunk and resumes from there. Without ``batch_train_fn`` the groups are trained one
+        at a time with ``train_fn``, exactly as ``evaluator(group)`` would. Counters as for calls:
+        ``trainings`` grows by the groups trained, ``cache_hits`` by the other requests. ``progress=True``
+        shows a tqdm bar over the trainings.
+
+        Example:
+            >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, None, {},
+            ...                      batch_train_fn=lambda gs: [{t: {"loss": 0.5} for t in g} for g in gs])
+            >>> [r["a"]["loss"] for r in ev.evaluate_many([["a"], ["b", "a"], ["a", "b"]])]
+            [0.5, 0.5, 0.5]
+            >>> ev.trainings, ev.cache_hits
+            (2, 1)
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        wanted = [canonical_group(g) for g in groups]
+        todo = [g for g in dict.fromkeys(wanted) if not self.is_cached(g)]
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(todo), desc=f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)",
+                  unit="group", disable=not progress) as bar:
+            if self.batch_train_fn is None:
+                for group in todo:
+                    self._train_one(group)
+                    bar.update(1)
+            else:
+                for start in range(0, len(todo), chunk_size):
+                    chunk = todo[start:start + chunk_size]
+                    self._train_chunk(chunk)
+                    bar.update(len(chunk))
+        self.cache_hits += len(wanted) - len(todo)
+        return [_copy(self._memory[g]) for g in wanted]
+
+    def _train_one(self, group: tuple[str, ...]) -> None:
         start = time.perf_counter()
         raw = self.train_fn(list(group))
         elapsed = time.perf_counter() - start
-        result = _clean_result(group, raw, origin="train_fn")
+        self._store(group, _clean_result(group, raw, origin="train_fn"), elapsed)
         self.trainings += 1
         self.seconds += elapsed
+        logger.debug("trained group %s in %.2fs", list(group), elapsed)
+
+    def _train_chunk(self, chunk: list[tuple[str, ...]]) -> None:
+        assert self.batch_train_fn is not None
+        start = time.perf_counter()
+        raws = list(self.batch_train_fn([list(g) for g in chunk]))
+        elapsed = time.perf_counter() - start
+        if len(raws) != len(chunk):
+            raise ValueError(f"batch_train_fn returned {len(raws)} results for {len(chunk)} groups")
+        results = [_clean_result(g, raw, origin="batch_train_fn") for g, raw in zip(chunk, raws)]
+        for group, result in zip(chunk, results):
+            self._store(group, result, elapsed / len(chunk), batched=len(chunk))
+        self.trainings += len(chunk)
+        self.seconds += elapsed
+        logger.debug("trained %d groups together in %.2fs", len(chunk), elapsed)
+
+    def _store(self, group: tuple[str, ...], result: GroupResult, seconds: float, batched: int | None = None) -> None:
+        """Keep a new result in memory and write its cache entry (``batched``: size of its training batch)."""
         self._memory[group] = result
-        self._seconds[group] = elapsed
+        self._seconds[group] = seconds
         path = self._path(group)
         if path is not None:
-            atomic_write_json(path, {"tasks": list(group), "settings": self.settings, "seed": self.seed,
-                                     "seconds": elapsed, "results": result})
-        logger.debug("trained group %s in %.2fs", list(group), elapsed)
-        return _copy(result)
+            entry: dict[str, Any] = {"tasks": list(group), "settings": self.settings, "seed": self.seed,
+                                     "seconds": seconds, "results": result}
+            if batched is not None:
+                entry["batched"] = batched
+            atomic_write_json(path, entry)
 
     def __repr__(self) -> str:
         return (f"CachedEvaluator(cache_dir={str(self.cache_dir)!r}, seed={self.seed}, trainings={self.trainings}, "
