@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,9 @@ from tqdm.auto import tqdm
 from .data import MultiTaskDataCollator
 
 logger = logging.getLogger(__name__)
+
+#: Environment variable naming a folder where pooled encoder features persist between runs.
+FEATURE_CACHE_ENV = "HF_TASKGROUP_FEATURE_CACHE"
 
 
 def encoder_fingerprint(model: Any) -> str:
@@ -112,31 +117,60 @@ def inputs_digest(columns: Mapping[str, Sequence[Sequence[int]]]) -> str:
 
 
 class FeatureCache:
-    """In-process cache of encoder features keyed by (encoder fingerprint, pooling level, input content).
+    """Cache of encoder features keyed by (encoder fingerprint, pooling level, input content).
 
     Keys depend on what the encoder sees, not on task or split names, so every stage that encodes the
     same tokens with the same frozen encoder (PVI models, grouped models, evaluators) computes them once.
+    With ``cache_dir`` (default: ``$HF_TASKGROUP_FEATURE_CACHE`` when set), pooled features are also kept
+    on disk, one ``.npy`` file per key written atomically, so a re-run or another process skips the
+    encoder too. Token-level features (NER) stay in memory only: they are ~100x larger.
 
     Example::
 
-        >>> cache = FeatureCache()
+        >>> cache = FeatureCache(cache_dir="outputs/run/cache/features")
         >>> ds_with_features = cache.add_features(model, "sst2", "train", tokenized["sst2"]["train"])  # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self._store: dict[tuple[str, ...], list[Any]] = {}
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
+        if cache_dir is None and os.environ.get(FEATURE_CACHE_ENV):
+            cache_dir = os.environ[FEATURE_CACHE_ENV]
+        self.cache_dir: Path | None = Path(cache_dir) if cache_dir is not None else None
+
+    def _path(self, key: tuple[str, ...]) -> Path | None:
+        if self.cache_dir is None or key[1] != "pooled":
+            return None
+        return self.cache_dir / f"{'-'.join(key)}.npy"
 
     def get(self, model: Any, *, token_level: bool, digest: str, compute: Callable[[], list[Any]]) -> list[Any]:
         """The cached features for (``model``'s encoder, ``token_level``, ``digest``), computed on a miss."""
+        import numpy as np
+
         key = (encoder_fingerprint(model), "tokens" if token_level else "pooled", digest)
         if key in self._store:
             self.hits += 1
-        else:
-            self.misses += 1
-            self._store[key] = compute()
-        return self._store[key]
+            return self._store[key]
+        path = self._path(key)
+        if path is not None and path.exists():
+            try:
+                self._store[key] = list(np.load(path, allow_pickle=False))
+                self.disk_hits += 1
+                return self._store[key]
+            except (OSError, ValueError) as err:  # a torn or foreign file: encode again and overwrite it
+                logger.warning("ignoring unreadable feature cache file %s (%s)", path, err)
+        self.misses += 1
+        feats = compute()
+        self._store[key] = feats
+        if path is not None and feats:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, np.stack([np.asarray(x, dtype=np.float32) for x in feats]), allow_pickle=False)
+            os.replace(tmp, path)
+        return feats
 
     def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
         token_level = model.config.tasks[task]["type"] == "token_classification"

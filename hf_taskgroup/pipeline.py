@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .evaluation import MethodEvaluation, evaluate_groupings, group_key
+from .features import default_feature_cache
 from .tasks import TaskSuite
 from .training import TrainSettings, default_model_path, load_tokenizer, train_group
 from .utils import atomic_write_json
@@ -218,8 +219,25 @@ class Pipeline:
 
     # ---- stages ---------------------------------------------------------------------------------
     def run(self, stop_after: str | None = None) -> PipelineResult | None:
+        """Run the stages in order (each resumes from its artifacts); ``stop_after`` ends after that stage.
+
+        Pooled frozen-encoder features persist under ``<output_dir>/cache/features`` during the run (unless
+        the process-wide :class:`~hf_taskgroup.features.FeatureCache` already has a folder, e.g. from
+        ``$HF_TASKGROUP_FEATURE_CACHE``), so a resumed run does not encode the tasks again.
+        """
         if stop_after is not None and stop_after not in STAGES:
             raise ValueError(f"stop_after must be one of {STAGES}")
+        cache = default_feature_cache()
+        borrowed = cache.cache_dir is None
+        if borrowed:
+            cache.cache_dir = self.out / "cache" / "features"
+        try:
+            return self._run(stop_after)
+        finally:
+            if borrowed:
+                cache.cache_dir = None
+
+    def _run(self, stop_after: str | None) -> PipelineResult | None:
         self.suite.validate()  # one clear error before any expensive work
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})

@@ -159,3 +159,12 @@ def test_affinity_collection_options_reach_the_collector(tmp_path):
     again.stage_group({})
     saved = json.loads((tmp_path / "run" / "affinity" / "tag.json").read_text())
     assert saved["params"]["identity"]["every_k_steps"] == 2
+
+
+def test_run_keeps_pooled_features_on_disk_and_restores_the_default_cache(tmp_path):
+    from hf_taskgroup.features import default_feature_cache
+
+    assert default_feature_cache().cache_dir is None
+    _pipeline(tmp_path).run(stop_after="pvi")
+    assert list((tmp_path / "run" / "cache" / "features").glob("*-pooled-*.npy"))
+    assert default_feature_cache().cache_dir is None
