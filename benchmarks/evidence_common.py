@@ -1,0 +1,183 @@
+"""Shared pieces of the evidence studies (``evidence_*.py``): the study settings, PVI groupings under every
+test, groups built to be maximally dissimilar in PVI, and the figures of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_taskgroup.grouping import Grouping
+from hf_taskgroup.grouping.baselines import set_partitions
+from hf_taskgroup.pipeline import PipelineConfig
+
+FIGURES_DIR = Path(__file__).resolve().parents[1] / "docs" / "figures"
+PVI_TESTS = ("welch", "mannwhitney", "ks", "tost")
+TOST_MARGIN_BITS = 0.1  # two tasks are "equivalent" when their mean PVI differ by less than 0.1 bits
+
+
+def use_feature_cache(folder: Path) -> None:
+    """Keep pooled frozen-encoder features on disk under ``folder`` (shared by the studies; unless
+    ``$HF_TASKGROUP_FEATURE_CACHE`` already names a folder), so re-runs skip the encoder."""
+    from hf_taskgroup.features import default_feature_cache
+
+    cache = default_feature_cache()
+    if cache.cache_dir is None:
+        cache.cache_dir = Path(folder)
+
+
+def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int], epochs: float, *,
+                 num_groups: int | None, num_tasks: int, finetune: str = "frozen", batch_size: int = 32,
+                 learning_rate: float | None = None, pvi_null: str = "trained",
+                 search_extra: int | None = None) -> PipelineConfig:
+    """The pipeline settings shared by the studies (frozen MiniLM + 256-unit trunk unless ``finetune``)."""
+    pairs = num_tasks * (num_tasks - 1) // 2
+    options: dict[str, dict[str, Any]] = {
+        # lookahead collection every 50 steps of the one MTL training (every 10 is the library default)
+        "transfer_gain": {"every_k_steps": 50, "time_limit": 60.0},
+        "tag": {"every_k_steps": 50, "time_limit": 60.0},
+        "clustering": {"affinity_kind": "tag", "every_k_steps": 50},
+    }
+    if search_extra is not None:  # affinity_search: STL + pairs + search_extra trainings
+        options["affinity_search"] = {"budget": num_tasks + pairs + search_extra}
+    return PipelineConfig(
+        output_dir=str(output_dir), methods=list(methods), seeds=list(seeds), finetune=finetune,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,
+        method_options=options, pvi_null=pvi_null, eval_split="test", pvi_split="validation",
+    )
+
+
+def pvi_test_groupings(pipe: Any, pvi: Mapping[str, Any], tests: Sequence[str], cost: Any = None
+                       ) -> dict[str, Grouping]:
+    """The pipeline's PVI grouping (collapsed tasks kept single) under other tests: ``{"pvi_<test>": ...}``."""
+    values = pipe._pvi_values(pvi)
+    seed = pipe.config.seeds[0]
+    out = {}
+    for test in tests:
+        params: dict[str, Any] = {"test": test, "seed": seed}
+        if test == "tost":
+            params["equivalence_margin"] = TOST_MARGIN_BITS
+        grouping = pipe._pvi_grouping_without_collapsed(pvi, values, params)
+        if cost is not None:  # the grouping itself is free: what it costs is the shared PVI stage
+            grouping.cost = dataclasses.replace(cost)
+        out[f"pvi_{test}"] = grouping
+    return out
+
+
+def grouping_record(name: str, grouping: Grouping) -> dict[str, Any]:
+    """The JSON row of one method's grouping: groups, cost and the parameters it ran with."""
+    cost = grouping.cost.to_dict()
+    return {"method": name, "groups": [list(g) for g in grouping.groups], "num_groups": len(grouping.groups),
+            "overlap": bool(grouping.overlap), "trainings": cost["trainings"], "seconds": cost["seconds"],
+            "params": {k: v for k, v in grouping.params.items() if isinstance(v, (int, float, str, bool, type(None)))}}
+
+
+def all_partitions(tasks: Sequence[str]) -> list[list[list[str]]]:
+    """Every set partition of ``tasks`` (Bell(n): 203 for 6 tasks)."""
+    return [[list(b) for b in p] for p in set_partitions(list(tasks))]
+
+
+def dissimilar_groups(means: Mapping[str, float], sizes: Sequence[int], *, restarts: int = 20, seed: int = 0
+                      ) -> list[list[str]]:
+    """Groups of the given ``sizes`` whose members' mean PVI are as *different* as possible.
+
+    Maximises the total within-group sum of squared deviations of the task means (the opposite of the
+    PVI grouping, which keeps tasks with equal PVI together) by pairwise swaps from random starts; exact
+    for the small suites here in practice (the objective has few distinct values)."""
+    tasks = sorted(means)
+    if sum(sizes) != len(tasks):
+        raise ValueError(f"group sizes {list(sizes)} do not add up to {len(tasks)} tasks")
+    x = np.array([means[t] for t in tasks], dtype=float)
+    rng = np.random.default_rng(seed)
+    labels0 = np.repeat(np.arange(len(sizes)), sizes)
+
+    def spread(labels: np.ndarray) -> float:
+        return float(sum(((x[labels == g] - x[labels == g].mean()) ** 2).sum() for g in range(len(sizes))))
+
+    best_labels, best_value = labels0, -1.0
+    for _ in range(restarts):
+        labels = rng.permutation(labels0)
+        value = spread(labels)
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(tasks)):
+                for j in range(i + 1, len(tasks)):
+                    if labels[i] == labels[j]:
+                        continue
+                    labels[i], labels[j] = labels[j], labels[i]
+                    new = spread(labels)
+                    if new > value + 1e-12:
+                        value, improved = new, True
+                    else:
+                        labels[i], labels[j] = labels[j], labels[i]
+        if value > best_value:
+            best_value, best_labels = value, labels.copy()
+    return [[tasks[i] for i in np.flatnonzero(best_labels == g)] for g in range(len(sizes))]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_oracle_figures(payload: Mapping[str, Any], name: str) -> list[Path]:
+    """Histogram of all partition scores with each method marked; bar chart of the fraction of oracle gain."""
+    from hf_taskgroup.grouping.plots import save_figure
+
+    plt = _plt()
+    refs = payload["references"]
+    rows = sorted(payload["methods"], key=lambda r: -r["score"])
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.hist(payload["all_partition_scores"], bins=40, color="#bbbbbb", label=f"all {payload['num_partitions']} partitions")
+    ax.axvline(refs["single_task"], color="black", linestyle="--", label="single-task")
+    ax.axvline(refs["oracle (test)"], color="green", linestyle="--", label="oracle")
+    cmap = plt.get_cmap("tab20")
+    for i, r in enumerate(rows):
+        ax.axvline(r["score"], color=cmap(i % 20), linewidth=1.5, label=f"{r['method']} (rank {r['rank']})")
+    ax.set_xlabel("mean primary test metric over tasks (seed mean)")
+    ax.set_ylabel("partitions")
+    ax.set_title(f"{len(payload['tasks'])} tasks: every partition vs each method's choice")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    paths = [save_figure(fig, FIGURES_DIR / f"{name}_partitions.png")]
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = [r["method"] for r in rows]
+    fracs = [r["fraction_of_oracle_gain"] or 0.0 for r in rows]
+    ax.barh(names[::-1], fracs[::-1], color=["#4c72b0" if f >= 0 else "#c44e52" for f in fracs[::-1]])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.axvline(1, color="green", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("fraction of the oracle's gain over single-task training")
+    paths.append(save_figure(fig, FIGURES_DIR / f"{name}_fraction.png"))
+    plt.close(fig)
+    return paths
+
+
+def save_gain_figure(evaluations: Mapping[str, Any], tasks: Sequence[str], path_name: str, title: str) -> Path:
+    """Heatmap: per-task test gain over single-task training (seed mean) for each method."""
+    from hf_taskgroup.grouping.plots import save_figure
+
+    plt = _plt()
+    methods = list(evaluations)
+    gains = np.array([[evaluations[m]["rows"][t]["gain"] for t in tasks] for m in methods])
+    lim = float(np.nanmax(np.abs(gains))) or 1.0
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(tasks), 0.9 + 0.4 * len(methods)))
+    im = ax.imshow(gains, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(methods)), methods, fontsize=8)
+    for i in range(len(methods)):
+        for j in range(len(tasks)):
+            ax.text(j, i, f"{gains[i, j]:+.3f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, label="test gain vs single-task")
+    ax.set_title(title, fontsize=9)
+    path = save_figure(fig, FIGURES_DIR / f"{path_name}.png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,201 @@
+"""Write the tables of docs/benchmarks.md from the JSON results of the evidence studies.
+
+    python benchmarks/evidence_report.py           # full results (evidence_*.json)
+    python benchmarks/evidence_report.py --quick   # the --quick results (evidence_*_quick.json)
+
+Each table goes between its ``<!-- evidence-<name>:start -->`` / ``end`` markers in docs/benchmarks.md;
+the prose around the markers is left alone. A study whose JSON is absent keeps its old table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, markdown_table  # noqa: E402
+
+from hf_taskgroup.utils import atomic_write_text  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def _f(value: Any, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _groups(groups: Sequence[Sequence[str]]) -> str:
+    return " ".join("{" + ", ".join(g) + "}" for g in groups)
+
+
+def _cost(row: dict[str, Any], pvi_row: dict[str, Any] | None) -> tuple[Any, str]:
+    """Trainings and seconds of a method; the PVI variants share the PVI stage (the grouping itself is free)."""
+    if row["method"].startswith("pvi_") and pvi_row is not None:
+        return f"{pvi_row['trainings']} (PVI stage)", f"{pvi_row['seconds']:.0f}"
+    return row["trainings"], f"{row['seconds']:.0f}"
+
+
+def oracle_table(d: dict[str, Any]) -> str:
+    refs = d["references"]
+    s = d["settings"]
+    lines = [f"Tasks: {', '.join(d['tasks'])}; train rows <= {s['max_train']} per task; seeds {d['seeds']}; "
+             f"{s['train']['finetune']} MiniLM, trunk {s['train']['trunk_hidden_sizes']}, "
+             f"{s['train']['num_train_epochs']:g} epochs, lr {s['train']['learning_rate']:g}, batch "
+             f"{s['train']['per_device_train_batch_size']}; num_groups {s['num_groups']} for the methods that take it. "
+             f"Oracle table: {len(d['subsets'])} subsets x {len(d['seeds'])} seeds trained in "
+             f"{d['oracle_train_seconds']:.0f} s of training (sum of the cache entries' training times).", ""]
+    rows = [[name, "", _f(value), _f(value - refs["single_task"], "+.4f"), "", "", "", ""]
+            for name, value in refs.items()]
+    rows[2][5] = f"{d['rank_of_val_oracle']}/{d['num_partitions']}"
+    pvi_cost = next((r for r in d["methods"] if r["method"] == "pvi"), None)
+    for r in sorted(d["methods"], key=lambda r: r["rank"]):
+        trainings, seconds = _cost(r, pvi_cost)
+        rows.append([r["method"], _groups(r["groups"]), _f(r["score"]), _f(r["gain_vs_stl"], "+.4f"),
+                     _f(r["fraction_of_oracle_gain"], "+.2f"), f"{r['rank']}/{d['num_partitions']}", trainings, seconds])
+    lines.append(markdown_table(["method / reference", "groups", "score", "vs STL", "fraction of oracle gain",
+                                 "rank", "trainings", "seconds"], rows))
+    lines += ["", f"Oracle partition: {_groups(d['oracle_partition'])}. Best partition by validation loss: "
+              f"{_groups(d['val_oracle_partition'])}.", ""]
+    per_task = []
+    for t in d["tasks"]:
+        single = d["subsets"][t][t]
+        best = max(((g, v[t]) for g, v in d["subsets"].items() if t in v), key=lambda x: x[1]["test_mean"])
+        worst = min(((g, v[t]) for g, v in d["subsets"].items() if t in v), key=lambda x: x[1]["test_mean"])
+        everything = d["subsets"]["+".join(sorted(d["tasks"]))][t]
+        per_task.append([t, d["metrics"][t], f"{single['test_mean']:.4f} ± {single['test_std']:.4f}",
+                         f"{everything['test_mean']:.4f}", f"{best[1]['test_mean']:.4f} ({best[0]})",
+                         f"{worst[1]['test_mean']:.4f} ({worst[0]})"])
+    lines.append(markdown_table(["task", "metric", "single-task (mean ± sd)", "all tasks", "best group", "worst group"],
+                                per_task))
+    return "\n".join(lines)
+
+
+def suite_table(d: dict[str, Any]) -> str:
+    s = d["settings"]
+    lines = [f"{len(d['tasks'])} tasks; train rows <= {s['max_train']} per task; seeds {d['seeds']}; "
+             f"{s['train']['finetune']} MiniLM, trunk {s['train']['trunk_hidden_sizes']}, "
+             f"{s['train']['num_train_epochs']:g} epochs; num_groups {s['num_groups']} for the methods that take it; "
+             f"wall time of the last (resumed) run {d['wall_seconds']:.0f} s.", ""]
+    rows = []
+    pvi_cost = next((r for r in d["methods"] if r["method"] == "pvi"), None)
+    for r in sorted(d["methods"], key=lambda r: -r["mean_gain"]):
+        trainings, seconds = _cost(r, pvi_cost)
+        rows.append([r["method"], r["num_groups"], f"{r['mean_gain']:+.4f} ± {r['mean_gain_seed_std']:.4f}",
+                     r["tasks_gained"], r["tasks_negative"], f"{r['grouped_parameters'] / 1e6:.1f}M",
+                     trainings, seconds])
+    lines.append(markdown_table(["method", "groups", "mean test gain ± sd over seeds", "tasks gained",
+                                 "negative transfer", "parameters", "trainings", "seconds"], rows))
+    lines += ["", "Groups chosen:", ""]
+    lines += [f"- **{r['method']}**: {_groups(r['groups'])}" for r in d["methods"]]
+    vi = d.get("pvi_v_information") or {}
+    if vi:
+        lines += ["", markdown_table(["task", "V-information validation (bits)", "V-information test (bits)", "collapsed"],
+                                     [[t, _f((v or {}).get("validation"), ".3f"), _f((v or {}).get("test"), ".3f"),
+                                       (d["pvi_collapsed"].get(t) or {}).get("validation")] for t, v in vi.items()])]
+    return "\n".join(lines)
+
+
+def claims_table(d: dict[str, Any]) -> str:
+    c = d["pvi_claims"]
+    by = {r["method"]: r for r in d["methods"]}
+    rows = []
+    for name in ("pvi", "pvi_mannwhitney", "pvi_ks", "pvi_tost", "pvi_dissimilar", "single_task", "all_in_one"):
+        if name in by:
+            r = by[name]
+            rows.append([name, _groups(r["groups"]), f"{r['mean_gain']:+.4f} ± {r['mean_gain_seed_std']:.4f}",
+                         f"{r['multitask_tasks_matched_or_gained']}/{r['tasks_in_multitask_groups']}",
+                         r["tasks_negative"]])
+    diff = c["pvi_minus_dissimilar_per_seed"]
+    return "\n".join([
+        markdown_table(["grouping", "groups", "mean test gain ± sd", "tasks in shared groups matching or beating STL",
+                        "negative transfer"], rows), "",
+        f"PVI groups minus dissimilar groups, mean gain per seed: {', '.join(f'{x:+.4f}' for x in diff)}.",
+    ])
+
+
+def modes_table(d: dict[str, Any]) -> str:
+    rows = []
+    fr, fu = d["modes"]["frozen"], d["modes"]["full"]
+    for t in d["tasks"]:
+        rows.append([t, _f(fr["v_information"][t]["validation"], ".3f"), _f(fu["v_information"][t]["validation"], ".3f"),
+                     _f(fr["v_information"][t]["test"], ".3f"), _f(fu["v_information"][t]["test"], ".3f")])
+    corr = d["v_information_rank_correlation"]
+    lines = [f"Train rows <= {d['max_train']} per task, seed {d['seed']}; frozen: "
+             f"{fr['settings']['train']['num_train_epochs']:g} epochs at {fr['settings']['train']['learning_rate']:g}, "
+             f"full: {fu['settings']['train']['num_train_epochs']:g} epochs at {fu['settings']['train']['learning_rate']:g}; "
+             f"PVI models: frozen {fr['settings']['pvi']['num_train_epochs']:g} epochs at {fr['settings']['pvi']['learning_rate']:g}, "
+             f"full {fu['settings']['pvi']['num_train_epochs']:g} at {fu['settings']['pvi']['learning_rate']:g}; "
+             f"frozen run {fr['seconds']:.0f} s, full run {fu['seconds']:.0f} s.", "",
+             markdown_table(["task", "V-info val, frozen", "V-info val, full", "V-info test, frozen", "V-info test, full"],
+                            rows), "",
+             f"Spearman rank correlation of V-information between the modes: validation "
+             f"{corr['validation']['spearman_rho']:+.2f}, test {corr['test']['spearman_rho']:+.2f} "
+             f"({len(d['tasks'])} tasks).", ""]
+    mrows = []
+    for mode, m in d["modes"].items():
+        for method in m["groups"]:
+            mrows.append([mode, method, _groups(m["groups"][method]), f"{m['mean_gain'][method]:+.4f}",
+                          " ".join(f"{t} {v['stl']:.3f}->{v['mtl']:.3f}" for t, v in m["per_task"][method].items())])
+    lines.append(markdown_table(["mode", "method", "groups", "mean test gain", "per task: STL -> grouped"], mrows))
+    return "\n".join(lines)
+
+
+def tabular_table(d: dict[str, Any]) -> str:
+    lines = []
+    for name, rows in d["results"].items():
+        if not rows:
+            continue
+        stl = rows[0]["stl_val_loss"]
+        rand = next((r for r in rows if r["method"].startswith("random_best_of")), None)
+        table = []
+        for r in rows:
+            vs_random = "" if rand is None else f"{100 * (r['val_loss'] - rand['val_loss']) / rand['val_loss']:+.1f}%"
+            table.append([r["method"], r["num_groups"], f"{r['val_loss']:.4f}", f"{100 * (r['val_loss'] - stl) / stl:+.1f}%",
+                          vs_random, f"{r['test_loss']:.4f}", r["trainings"], f"{r['train_seconds']:.0f}"])
+        lines += [f"**{name}** ({rows[0]['settings']['tasks']} tasks)", "",
+                  markdown_table(["method", "groups", "val loss", "vs STL", "vs best random", "test loss", "trainings",
+                                  "train s"], table), ""]
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "oracle": ("evidence_oracle", oracle_table),
+    "suite": ("evidence_suite", suite_table),
+    "claims": ("evidence_suite", claims_table),
+    "modes": ("evidence_modes", modes_table),
+    "tabular": ("tabular_grouping", tabular_table),
+}
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- evidence-{name}:start -->", f"<!-- evidence-{name}:end -->"
+    if start not in text or end not in text:
+        return text + f"\n{start}\n{body}\n{end}\n"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    text = args.doc.read_text(encoding="utf-8") if args.doc.exists() else "# Benchmarks: evidence on real data\n"
+    for section, (stem, fn) in SECTIONS.items():
+        path = RESULTS_DIR / f"{stem}{'_quick' if args.quick else ''}.json"
+        if not path.exists():
+            print(f"{section}: {path.name} absent, table left as it is")
+            continue
+        text = replace_section(text, section, fn(json.loads(path.read_text(encoding="utf-8"))))
+        print(f"{section}: table from {path.name}")
+    atomic_write_text(args.doc, text)
+
+
+if __name__ == "__main__":
+    main()
