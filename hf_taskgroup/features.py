@@ -150,10 +150,12 @@ class FeatureCache:
         import numpy as np
 
         key = (encoder_fingerprint(model), "tokens" if token_level else "pooled", digest)
+        path = self._path(key)
         if key in self._store:
             self.hits += 1
+            if path is not None and not path.exists():  # computed before this folder was set
+                self._save(path, self._store[key])
             return self._store[key]
-        path = self._path(key)
         if path is not None and path.exists():
             try:
                 self._store[key] = list(np.load(path, allow_pickle=False))
@@ -164,13 +166,22 @@ class FeatureCache:
         self.misses += 1
         feats = compute()
         self._store[key] = feats
-        if path is not None and feats:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, np.stack([np.asarray(x, dtype=np.float32) for x in feats]), allow_pickle=False)
-            os.replace(tmp, path)
+        if path is not None:
+            self._save(path, feats)
         return feats
+
+    @staticmethod
+    def _save(path: Path, feats: list[Any]) -> None:
+        """Write pooled features as one float32 ``[n, hidden]`` array, atomically (temp file + rename)."""
+        import numpy as np
+
+        if not feats:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.stack([np.asarray(x, dtype=np.float32) for x in feats]), allow_pickle=False)
+        os.replace(tmp, path)
 
     def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
         token_level = model.config.tasks[task]["type"] == "token_classification"
