@@ -50,6 +50,14 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
     )
 
 
+def run_grouping_stages(pipe: Any) -> tuple[dict[str, Any], dict[str, Grouping]]:
+    """The pipeline's PVI and grouping stages (resumable), plus the PVI grouping under every other test."""
+    pvi = pipe._timed("pvi", pipe.stage_pvi)
+    groupings = pipe._timed("group", pipe.stage_group, pvi)
+    groupings.update(pvi_test_groupings(pipe, pvi, [t for t in PVI_TESTS if t != "welch"], groupings["pvi"].cost))
+    return pvi, groupings
+
+
 def pvi_test_groupings(pipe: Any, pvi: Mapping[str, Any], tests: Sequence[str], cost: Any = None
                        ) -> dict[str, Grouping]:
     """The pipeline's PVI grouping (collapsed tasks kept single) under other tests: ``{"pvi_<test>": ...}``."""

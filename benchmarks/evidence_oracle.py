@@ -35,10 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, SharedDataUnavailable, environment, load_shared_nlp_suite, write_results  # noqa: E402
 from evidence_common import (  # noqa: E402
-    PVI_TESTS,
     all_partitions,
     grouping_record,
-    pvi_test_groupings,
+    run_grouping_stages,
     save_oracle_figures,
     study_config,
     use_feature_cache,
@@ -84,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           num_tasks=len(tasks))
     pipe = Pipeline(config, suite=suite)
     # 1) the methods, through the pipeline (PVI stage, grouping stage); the evaluator cache starts cold
-    pvi = pipe._timed("pvi", pipe.stage_pvi)
-    groupings = pipe._timed("group", pipe.stage_group, pvi)
-    groupings.update(pvi_test_groupings(pipe, pvi, [t for t in PVI_TESTS if t != "welch"], groupings["pvi"].cost))
+    pvi, groupings = run_grouping_stages(pipe)
     # 2) the oracle: every subset, every seed, through the same evaluator (cache shared with the pipeline)
     type_of = {t: suite[t].type for t in tasks}
     metric = {t: primary_metric(type_of[t]) for t in tasks}

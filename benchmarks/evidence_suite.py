@@ -41,10 +41,9 @@ from common import (  # noqa: E402
     write_results,
 )
 from evidence_common import (  # noqa: E402
-    PVI_TESTS,
     dissimilar_groups,
     grouping_record,
-    pvi_test_groupings,
+    run_grouping_stages,
     save_gain_figure,
     study_config,
     use_feature_cache,
@@ -114,9 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = study_config(out / "pipeline", METHODS, seeds, args.epochs, num_groups=num_groups, num_tasks=len(tasks),
                           search_extra=2 * len(tasks))
     pipe = Pipeline(config, suite=suite)
-    pvi = pipe._timed("pvi", pipe.stage_pvi)
-    groupings = pipe._timed("group", pipe.stage_group, pvi)
-    groupings.update(pvi_test_groupings(pipe, pvi, [t for t in PVI_TESTS if t != "welch"], groupings["pvi"].cost))
+    pvi, groupings = run_grouping_stages(pipe)
     groupings["pvi_dissimilar"] = dissimilar_grouping(groupings["pvi"], pipe._pvi_values(pvi), seeds[0])
     for method, g in groupings.items():
         print(f"{method:<16} {g.groups}", flush=True)
