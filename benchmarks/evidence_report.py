@@ -85,11 +85,15 @@ def suite_table(d: dict[str, Any]) -> str:
     pvi_cost = next((r for r in d["methods"] if r["method"] == "pvi"), None)
     for r in sorted(d["methods"], key=lambda r: -r["mean_gain"]):
         trainings, seconds = _cost(r, pvi_cost)
+        gains = {t: v["gain"] for t, v in r["per_task"].items()}
+        robust = [g for t, g in gains.items() if t != "biosses"]
         rows.append([r["method"], r["num_groups"], f"{r['mean_gain']:+.4f} ± {r['mean_gain_seed_std']:.4f}",
+                     f"{sum(robust) / len(robust):+.4f}", f"{sorted(gains.values())[len(gains) // 2]:+.4f}",
                      r["tasks_gained"], r["tasks_negative"], f"{r['grouped_parameters'] / 1e6:.1f}M",
                      trainings, seconds])
-    lines.append(markdown_table(["method", "groups", "mean test gain ± sd over seeds", "tasks gained",
-                                 "negative transfer", "parameters", "trainings", "seconds"], rows))
+    lines.append(markdown_table(["method", "groups", "mean test gain ± sd over seeds", "mean without biosses",
+                                 "median gain", "tasks gained", "negative transfer", "parameters", "trainings",
+                                 "seconds"], rows))
     lines += ["", "Groups chosen:", ""]
     lines += [f"- **{r['method']}**: {_groups(r['groups'])}" for r in d["methods"]]
     vi = d.get("pvi_v_information") or {}
