@@ -1,7 +1,7 @@
 """Write the tables of docs/benchmarks.md from the JSON results of the evidence studies.
 
     python benchmarks/evidence_report.py           # full results (evidence_*.json)
-    python benchmarks/evidence_report.py --quick   # the --quick results (evidence_*_quick.json)
+    python benchmarks/evidence_report.py --quick   # the --quick results, printed (or written to --doc)
 
 Each table goes between its ``<!-- evidence-<name>:start -->`` / ``end`` markers in docs/benchmarks.md;
 the prose around the markers is left alone. A study whose JSON is absent keeps its old table.
@@ -188,9 +188,10 @@ def replace_section(text: str, name: str, body: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--doc", type=Path, default=None, help="default docs/benchmarks.md; --quick prints unless given")
     args = parser.parse_args(argv)
-    text = args.doc.read_text(encoding="utf-8") if args.doc.exists() else "# Benchmarks: evidence on real data\n"
+    doc = args.doc or (None if args.quick else DOC)
+    text = doc.read_text(encoding="utf-8") if doc is not None and doc.exists() else "# Benchmarks: evidence on real data\n"
     for section, (stem, fn) in SECTIONS.items():
         path = RESULTS_DIR / f"{stem}{'_quick' if args.quick else ''}.json"
         if not path.exists():
@@ -198,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         text = replace_section(text, section, fn(json.loads(path.read_text(encoding="utf-8"))))
         print(f"{section}: table from {path.name}")
-    atomic_write_text(args.doc, text)
+    if doc is None:
+        print(text)
+    else:
+        atomic_write_text(doc, text)
 
 
 if __name__ == "__main__":
