@@ -81,6 +81,9 @@ class PipelineConfig:
     num_groups: int | None = None
     max_group_size: int | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what evaluator-based methods (affinity_search, surrogate, exhaustive) minimise: "loss" (summed validation
+    # losses, as published) or "metric" (1 - each task's primary validation metric; better on mixed suites)
+    evaluator_objective: str = "loss"
     # training
     epochs: float | None = None
     learning_rate: float | None = None
@@ -108,6 +111,8 @@ class PipelineConfig:
             raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if self.evaluator_objective not in ("loss", "metric"):
+            raise ValueError(f"evaluator_objective must be 'loss' or 'metric', got {self.evaluator_objective!r}")
 
     @property
     def primary_method(self) -> str:
@@ -299,8 +304,11 @@ class Pipeline:
         for method in tqdm(self.config.methods, desc="Grouping", unit="method", disable=not self.progress):
             path = self.out / "groupings" / f"{method}.json"
             params = self._method_params(method)
-            stamp = _stamp({"method": method, "params": params, "options": self.config.method_options.get(method, {}),
-                            "tasks": self.tasks, "settings": self._settings_stamp()})
+            identity = {"method": method, "params": params, "options": self.config.method_options.get(method, {}),
+                        "tasks": self.tasks, "settings": self._settings_stamp()}
+            if method in EVALUATOR_METHODS and self.config.evaluator_objective != "loss":
+                identity["evaluator_objective"] = self.config.evaluator_objective
+            stamp = _stamp(identity)
             if path.exists():
                 existing = Grouping.from_json(path)
                 if existing.provenance.get("pipeline_stamp") == stamp:
@@ -407,7 +415,8 @@ class Pipeline:
                 def factory(infos: Mapping[str, Any], *args: Any) -> Any:
                     return self.model_factory(infos, cfg.seeds[0])
             evaluator = make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
-                                             tokenizer=self._tok(), model_factory=factory)
+                                             tokenizer=self._tok(), model_factory=factory,
+                                             objective=cfg.evaluator_objective)
             return {"evaluator": ColdCostEvaluator(evaluator)}
         if method == "task_embedding":
             return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}

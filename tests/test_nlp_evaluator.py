@@ -85,3 +85,26 @@ def test_suite_fingerprint_changes_with_the_data():
                       name="evaluator-test")
     assert suite_fingerprint(SUITE, ["ev_sent"]) != suite_fingerprint(other, ["ev_sent"])
     assert suite_fingerprint(SUITE, ["ev_sent"]) == suite_fingerprint(SUITE, ["ev_sent"])
+
+
+def test_metric_objective_minimises_one_minus_the_primary_metric_on_the_same_cache(tmp_path):
+    by_loss = make(tmp_path)
+    raw = by_loss(["ev_sent", "ev_sim"])
+    by_metric = make(tmp_path, objective="metric")
+    result = by_metric(["ev_sent", "ev_sim"])
+    assert by_metric.trainings == 0  # the loss evaluator's cache entry serves the metric objective
+    assert result["ev_sent"]["loss"] == pytest.approx(1.0 - raw["ev_sent"]["accuracy"])
+    assert result["ev_sim"]["loss"] == pytest.approx(1.0 - raw["ev_sim"]["pearson"])
+    assert result["ev_sent"]["eval_loss"] == raw["ev_sent"]["loss"]
+    with pytest.raises(ValueError, match="objective must be"):
+        make(tmp_path, objective="accuracy")
+
+
+def test_metric_objective_names_the_task_without_its_metric():
+    from hf_taskgroup.grouping.evaluator import CachedEvaluator, MetricObjective
+
+    ev = MetricObjective(CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, None, {}), {"a": "f1"})
+    with pytest.raises(KeyError, match="task 'a' reported no 'f1'"):
+        ev(["a"])
+    with pytest.raises(KeyError, match="no metric named for task 'b'"):
+        ev(["b"])

@@ -168,3 +168,15 @@ def test_run_keeps_pooled_features_on_disk_and_restores_the_default_cache(tmp_pa
     _pipeline(tmp_path).run(stop_after="pvi")
     assert list((tmp_path / "run" / "cache" / "features").glob("*-pooled-*.npy"))
     assert default_feature_cache().cache_dir is None
+
+
+def test_metric_objective_reaches_evaluator_methods_and_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="evaluator_objective"):
+        _config(tmp_path, evaluator_objective="f1")
+    from hf_taskgroup.grouping.evaluator import MetricObjective
+
+    pipe = _pipeline(tmp_path, methods=["surrogate"], evaluator_objective="metric")
+    evaluator = pipe._method_inputs("surrogate", {})["evaluator"]
+    assert isinstance(evaluator.evaluator, MetricObjective)
+    result = evaluator(["sent"])["sent"]
+    assert result["loss"] == pytest.approx(1.0 - result["accuracy"])

@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max_group_size", type=int, default=None)
     p.add_argument("--method_options", type=json.loads, default={},
                    help='per-method options as JSON, e.g. \'{"pvi": {"test": "tost", "equivalence_margin": 0.2}}\'')
+    p.add_argument("--evaluator_objective", default="loss", choices=["loss", "metric"],
+                   help="what affinity_search / surrogate / exhaustive minimise: summed validation losses, or "
+                        "1 - each task's primary validation metric (better when task types are mixed)")
     p.add_argument("--pvi_null", default="trained", choices=["trained", "analytic"])
     p.add_argument("--pvi_heldout", default="dev_test", choices=["dev_test", "kfold"])
     p.add_argument("--pvi_group_collapsed", action="store_true",
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, output_dir=args.output_dir, pvi_null=args.pvi_null, pvi_heldout=args.pvi_heldout,
         pvi_epochs=args.pvi_epochs, pvi_keep_collapsed_single=not args.pvi_group_collapsed, pvi_learning_rate=args.pvi_learning_rate,
         num_groups=args.num_groups, max_group_size=args.max_group_size, method_options=args.method_options,
+        evaluator_objective=args.evaluator_objective,
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         trunk_hidden_sizes=args.trunk_hidden_sizes, max_length=args.max_length, publish_method=args.publish_method,
         push_to_hub=args.push_to_hub, hub_prefix=args.hub_prefix, private=args.private,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_taskgroup.grouping.evaluator import CachedEvaluator
+from hf_taskgroup.grouping.evaluator import CachedEvaluator, MetricObjective
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def make_suite_evaluator(
     seed: int | None = None,
     tokenizer: Any = None,
     model_factory: ModelFactory | None = None,
-) -> CachedEvaluator:
+    objective: str = "loss",
+) -> CachedEvaluator | MetricObjective:
     """A cached evaluator that trains groups of ``suite``'s tasks with ``train_group(suite, tasks, settings)``.
 
     ``evaluator(["a", "b"])`` -> ``{"a": {"loss": <eval_split loss>, <metric>: ..., "test_loss": ...,
@@ -75,6 +76,11 @@ def make_suite_evaluator(
     seed and part of the cache key). ``model_factory(task_infos)`` (``{task: {"type", "num_labels", "id2label"}}``
     of the group, as ``TaskSuite.task_infos``) builds the model of a group (default: the settings' encoder with
     one head per task); a custom factory is not part of the cache key.
+
+    ``objective="metric"`` returns a :class:`~hf_taskgroup.grouping.evaluator.MetricObjective` over the
+    same cache: each task's ``loss`` becomes ``1 - <its primary validation metric>`` (accuracy, micro-F1,
+    Pearson r, entity F1), so methods minimise what the tasks are scored by rather than a sum of
+    incomparable losses (recommended for suites that mix task types; see docs/benchmarks.md).
 
     Example::
 
@@ -103,5 +109,12 @@ def make_suite_evaluator(
         logger.info("trained group %s in %.1fs", list(tasks), result["train_seconds"])
         return {t: _split_results(result, t, eval_split) for t in tasks}
 
+    if objective not in ("loss", "metric"):
+        raise ValueError(f"objective must be 'loss' or 'metric', got {objective!r}")
     key_settings = {"train": settings.to_dict(), "suite": suite_fingerprint(suite), "eval_split": eval_split}
-    return CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed)
+    evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed)
+    if objective == "loss":
+        return evaluator
+    from hf_taskgroup.metrics import primary_metric
+
+    return MetricObjective(evaluator, {t: primary_metric(suite[t].type) for t in suite.task_names})
