@@ -32,7 +32,7 @@ def use_feature_cache(folder: Path) -> None:
 def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int], epochs: float, *,
                  num_groups: int | None, num_tasks: int, finetune: str = "frozen", batch_size: int = 32,
                  learning_rate: float | None = None, pvi_null: str = "trained",
-                 search_extra: int | None = None) -> PipelineConfig:
+                 search_extra: int | None = None, evaluator_objective: str = "loss") -> PipelineConfig:
     """The pipeline settings shared by the studies (frozen MiniLM + 256-unit trunk unless ``finetune``)."""
     pairs = num_tasks * (num_tasks - 1) // 2
     options: dict[str, dict[str, Any]] = {
@@ -47,6 +47,7 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
         output_dir=str(output_dir), methods=list(methods), seeds=list(seeds), finetune=finetune,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,
         method_options=options, pvi_null=pvi_null, eval_split="test", pvi_split="validation",
+        evaluator_objective=evaluator_objective,
     )
 
 
