@@ -57,6 +57,8 @@ from hf_taskgroup.pipeline import Pipeline  # noqa: E402
 QUICK_TASKS = ["glue_sst2", "chemprot", "mqp", "medical_abstracts", "glue_rte"]
 METHODS = ["pvi", "transfer_gain", "tag", "affinity_search", "task_embedding", "surrogate", "clustering",
            "all_in_one", "random"]
+#: the evaluator-based methods again with ``evaluator_objective="metric"`` (same evaluator cache)
+METRIC_METHODS = ["affinity_search", "surrogate"]
 
 
 def dissimilar_grouping(pvi_grouping: Grouping, values: Mapping[str, np.ndarray], seed: int) -> Grouping:
@@ -115,6 +117,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipe = Pipeline(config, suite=suite)
     pvi, groupings = run_grouping_stages(pipe)
     groupings["pvi_dissimilar"] = dissimilar_grouping(groupings["pvi"], pipe._pvi_values(pvi), seeds[0])
+    metric_config = study_config(out / "pipeline_metric", METRIC_METHODS, seeds, args.epochs, num_groups=num_groups,
+                                 num_tasks=len(tasks), search_extra=2 * len(tasks), evaluator_objective="metric")
+    shared_cache = out / "pipeline_metric" / "cache" / "evaluator"
+    if not shared_cache.exists():  # the same trained groups: the objective only changes what is minimised
+        shared_cache.parent.mkdir(parents=True, exist_ok=True)
+        shared_cache.symlink_to((out / "pipeline" / "cache" / "evaluator").resolve(), target_is_directory=True)
+    metric_pipe = Pipeline(metric_config, suite=suite, tokenizer=pipe._tok())
+    for method, grouping in metric_pipe.stage_group({}).items():
+        groupings[f"{method}_metric"] = grouping
     for method, g in groupings.items():
         print(f"{method:<16} {g.groups}", flush=True)
     results = pipe._timed("train", pipe.stage_train, groupings)
