@@ -59,6 +59,25 @@ def run_grouping_stages(pipe: Any) -> tuple[dict[str, Any], dict[str, Grouping]]
     return pvi, groupings
 
 
+def metric_objective_groupings(pipe: Any, methods: Sequence[str], **config: Any) -> dict[str, Grouping]:
+    """``methods`` (evaluator-based) rerun with ``evaluator_objective="metric"`` on ``pipe``'s evaluator cache.
+
+    A second pipeline under ``<pipe output>_metric`` whose evaluator folder links to ``pipe``'s, so the
+    groups it asks for are the same trainings; ``config`` are :func:`study_config`'s other arguments.
+    """
+    out = Path(pipe.config.output_dir)
+    metric_out = out.with_name(f"{out.name}_metric")
+    shared = metric_out / "cache" / "evaluator"
+    if not shared.exists():
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shared.symlink_to((out / "cache" / "evaluator").resolve(), target_is_directory=True)
+    cfg = pipe.config
+    metric_config = study_config(metric_out, methods, cfg.seeds, cfg.epochs, num_groups=cfg.num_groups,
+                                 evaluator_objective="metric", **config)
+    metric_pipe = type(pipe)(metric_config, suite=pipe.suite, tokenizer=pipe._tok())
+    return metric_pipe.stage_group({})
+
+
 def pvi_test_groupings(pipe: Any, pvi: Mapping[str, Any], tests: Sequence[str], cost: Any = None
                        ) -> dict[str, Grouping]:
     """The pipeline's PVI grouping (collapsed tasks kept single) under other tests: ``{"pvi_<test>": ...}``."""

@@ -37,6 +37,7 @@ from common import RESULTS_DIR, SharedDataUnavailable, environment, load_shared_
 from evidence_common import (  # noqa: E402
     all_partitions,
     grouping_record,
+    metric_objective_groupings,
     run_grouping_stages,
     save_oracle_figures,
     study_config,
@@ -87,14 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipe = Pipeline(config, suite=suite)
     # 1) the methods, through the pipeline (PVI stage, grouping stage); the evaluator cache starts cold
     pvi, groupings = run_grouping_stages(pipe)
-    metric_config = study_config(out / "pipeline_metric", METRIC_METHODS, seeds, args.epochs,
-                                 num_groups=args.num_groups, num_tasks=len(tasks), evaluator_objective="metric")
-    shared_cache = out / "pipeline_metric" / "cache" / "evaluator"
-    if not shared_cache.exists():  # the same trained groups: the objective only changes what is minimised
-        shared_cache.parent.mkdir(parents=True, exist_ok=True)
-        shared_cache.symlink_to((out / "pipeline" / "cache" / "evaluator").resolve(), target_is_directory=True)
-    metric_pipe = Pipeline(metric_config, suite=suite, tokenizer=pipe._tok())
-    for method, grouping in metric_pipe.stage_group({}).items():
+    for method, grouping in metric_objective_groupings(pipe, METRIC_METHODS, num_tasks=len(tasks)).items():
         groupings[f"{method} (metric)"] = grouping
     # 2) the oracle: every subset, every seed, through the same evaluator (cache shared with the pipeline)
     type_of = {t: suite[t].type for t in tasks}

@@ -43,6 +43,7 @@ from common import (  # noqa: E402
 from evidence_common import (  # noqa: E402
     dissimilar_groups,
     grouping_record,
+    metric_objective_groupings,
     run_grouping_stages,
     save_gain_figure,
     study_config,
@@ -117,14 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipe = Pipeline(config, suite=suite)
     pvi, groupings = run_grouping_stages(pipe)
     groupings["pvi_dissimilar"] = dissimilar_grouping(groupings["pvi"], pipe._pvi_values(pvi), seeds[0])
-    metric_config = study_config(out / "pipeline_metric", METRIC_METHODS, seeds, args.epochs, num_groups=num_groups,
-                                 num_tasks=len(tasks), search_extra=2 * len(tasks), evaluator_objective="metric")
-    shared_cache = out / "pipeline_metric" / "cache" / "evaluator"
-    if not shared_cache.exists():  # the same trained groups: the objective only changes what is minimised
-        shared_cache.parent.mkdir(parents=True, exist_ok=True)
-        shared_cache.symlink_to((out / "pipeline" / "cache" / "evaluator").resolve(), target_is_directory=True)
-    metric_pipe = Pipeline(metric_config, suite=suite, tokenizer=pipe._tok())
-    for method, grouping in metric_pipe.stage_group({}).items():
+    for method, grouping in metric_objective_groupings(pipe, METRIC_METHODS, num_tasks=len(tasks),
+                                                       search_extra=2 * len(tasks)).items():
         groupings[f"{method}_metric"] = grouping
     for method, g in groupings.items():
         print(f"{method:<16} {g.groups}", flush=True)
