@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from hf_taskgroup.grouping import available_methods, group_tasks  # noqa: E402
 from hf_taskgroup.grouping.baselines import sample_partition  # noqa: E402
-from hf_taskgroup.grouping.evaluator import CachedEvaluator, canonical_group, group_gain  # noqa: E402
+from hf_taskgroup.grouping.evaluator import CachedEvaluator, ColdCostEvaluator, group_gain  # noqa: E402
 from hf_taskgroup.grouping.tabular import DEFAULT_TRAIN_KWARGS, TabularSuite, make_tabular_evaluator  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -56,30 +56,6 @@ def doc_markers(quick: bool) -> tuple[str, str]:
     return f"<!-- results-{mode}:start -->", f"<!-- results-{mode}:end -->"
 
 
-class Recorder:
-    """Evaluator proxy: records the distinct groups a method asks for; ``trainings`` counts them (cold cost)."""
-
-    def __init__(self, evaluator: CachedEvaluator) -> None:
-        self.evaluator = evaluator
-        self.groups: set[tuple[str, ...]] = set()
-
-    @property
-    def trainings(self) -> int:
-        return len(self.groups)
-
-    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
-        self.groups.add(canonical_group(tasks))
-        return self.evaluator(tasks)
-
-    def evaluate_many(self, groups: Sequence[Sequence[str]]) -> list[dict[str, dict[str, float]]]:
-        """Results of ``groups`` in order; the uncached ones are trained together, EVALUATE_CHUNK at a time."""
-        self.groups.update(canonical_group(g) for g in groups)
-        return self.evaluator.evaluate_many(groups, chunk_size=EVALUATE_CHUNK, progress=True)
-
-    def train_seconds(self) -> float:
-        return float(sum(self.evaluator.training_seconds(g) or 0.0 for g in self.groups))
-
-
 def evaluate_partition(ev: CachedEvaluator, groups: list[list[str]], assignment: dict[str, int] | None = None
                        ) -> tuple[float, float]:
     """Total validation and test loss of a grouping (with overlap: each task from its assigned group)."""
@@ -94,9 +70,10 @@ def evaluate_partition(ev: CachedEvaluator, groups: list[list[str]], assignment:
     return val, test
 
 
-def pair_gain_matrix(rec: Recorder, tasks: list[str]) -> tuple[np.ndarray, dict[str, float]]:
+def pair_gain_matrix(rec: ColdCostEvaluator, tasks: list[str]) -> tuple[np.ndarray, dict[str, float]]:
     pairs = list(combinations(range(len(tasks)), 2))
-    results = rec.evaluate_many([[t] for t in tasks] + [[tasks[i], tasks[j]] for i, j in pairs])
+    results = rec.evaluate_many([[t] for t in tasks] + [[tasks[i], tasks[j]] for i, j in pairs],
+                                chunk_size=EVALUATE_CHUNK, progress=True)
     stl = {t: result[t]["loss"] for t, result in zip(tasks, results)}
     gains = np.zeros((len(tasks), len(tasks)))
     for (i, j), result in zip(pairs, results[len(tasks):]):
@@ -118,11 +95,11 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
           f"(cache: {cache_root / name})", flush=True)
     rows: list[dict[str, Any]] = []
 
-    def record(method: str, groups: list[list[str]], rec: Recorder | None, seconds: float, note: str = "",
+    def record(method: str, groups: list[list[str]], rec: ColdCostEvaluator | None, seconds: float, note: str = "",
                assignment: dict[str, int] | None = None) -> None:
         val, test = evaluate_partition(ev, groups, assignment)
         row = {"dataset": name, "method": method, "num_groups": len(groups), "val_loss": val, "test_loss": test,
-               "trainings": rec.trainings if rec else 0, "train_seconds": rec.train_seconds() if rec else 0.0,
+               "trainings": rec.cold_trainings if rec else 0, "train_seconds": rec.cold_seconds() if rec else 0.0,
                "method_seconds": seconds, "groups": groups, "note": note}
         rows.append(row)
         print(f"  {method:<22} groups={len(groups):>3} val={val:9.4f} test={test:9.4f} "
@@ -136,11 +113,12 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
         record(method, g.groups, None, time.perf_counter() - start)
 
     # random partitions, best of R by validation loss: draw all R, train their distinct groups together
-    rec = Recorder(ev)
+    rec = ColdCostEvaluator(ev)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     partitions = [[[tasks[i] for i in b] for b in sample_partition(n, rng)] for _ in range(args.random_partitions)]
-    results = iter(rec.evaluate_many([g for partition in partitions for g in partition]))
+    results = iter(rec.evaluate_many([g for partition in partitions for g in partition],
+                                        chunk_size=EVALUATE_CHUNK, progress=True))
     best: tuple[float, list[list[str]]] | None = None
     for partition in partitions:
         total = sum(result[t]["loss"] for g, result in zip(partition, results) for t in g)  # one result per group
@@ -150,7 +128,7 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
     record(f"random_best_of_{args.random_partitions}", best[1], rec, time.perf_counter() - start)
 
     # pairwise gains from trained pairs (B.1), shared by the affinity-based methods
-    pair_rec = Recorder(ev)
+    pair_rec = ColdCostEvaluator(ev)
     start = time.perf_counter()
     gains, stl = pair_gain_matrix(pair_rec, tasks)
     pair_seconds = time.perf_counter() - start
@@ -174,13 +152,13 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
         record(label, g.groups, pair_rec, pair_seconds + time.perf_counter() - start, note, assignment)
 
     if "exhaustive" in methods and n <= args.exhaustive_max_tasks:
-        rec = Recorder(ev)
+        rec = ColdCostEvaluator(ev)
         start = time.perf_counter()
         g = group_tasks("exhaustive", tasks, evaluator=rec, max_tasks=args.exhaustive_max_tasks)
         record("exhaustive", g.groups, rec, time.perf_counter() - start, "optimum (validation)")
 
     if "affinity_search" in methods:
-        rec = Recorder(ev)
+        rec = ColdCostEvaluator(ev)
         budget = n + n * (n - 1) // 2 + args.search_budget
         start = time.perf_counter()
         g = group_tasks(
@@ -194,7 +172,7 @@ def run_dataset(name: str, args: argparse.Namespace, data_dir: Path, cache_root:
         record("affinity_search", g.groups, rec, time.perf_counter() - start, note)
 
     if "surrogate" in methods:
-        rec = Recorder(ev)
+        rec = ColdCostEvaluator(ev)
         start = time.perf_counter()
         g = group_tasks("surrogate", tasks, evaluator=rec, num_subsets=args.surrogate_subsets, seed=args.seed,
                         grouping="transfer_gain", grouping_kwargs={"time_limit": args.milp_time_limit})

@@ -26,7 +26,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from .evaluation import MethodEvaluation, evaluate_groupings, group_key
 from .features import default_feature_cache
+from .grouping.evaluator import ColdCostEvaluator
 from .tasks import TaskSuite
 from .training import TrainSettings, default_model_path, load_tokenizer, train_group
 from .utils import atomic_write_json
@@ -82,7 +83,7 @@ class PipelineConfig:
     max_group_size: int | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # what evaluator-based methods (affinity_search, surrogate, exhaustive) minimise: "loss" (summed validation
-    # losses, as published) or "metric" (1 - each task's primary validation metric; better on mixed suites)
+    # losses, as published) or "metric" (1 - each task's primary validation metric; see docs/benchmarks.md)
     evaluator_objective: str = "loss"
     # training
     epochs: float | None = None
@@ -146,41 +147,6 @@ class PipelineResult:
     model_dirs: dict[str, Path]
     published: dict[str, str]
     timings: dict[str, float]
-
-
-class ColdCostEvaluator:
-    """Evaluator proxy that records the distinct groups a method asks for, so its cost can be charged as if
-    the evaluator cache were cold (methods share one cache: a later method would otherwise look free).
-
-    ``cold_trainings``: distinct groups requested; ``cold_seconds()``: their training time from the cache
-    entries; ``real_seconds()``: training time actually spent through this proxy.
-    """
-
-    def __init__(self, evaluator: Any) -> None:
-        self.evaluator = evaluator
-        self.groups: set[tuple[str, ...]] = set()
-        self._start_seconds = float(evaluator.seconds)
-
-    @property
-    def trainings(self) -> int:
-        return self.evaluator.trainings
-
-    @property
-    def cold_trainings(self) -> int:
-        return len(self.groups)
-
-    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
-        self.groups.add(tuple(sorted(str(t) for t in tasks)))
-        return self.evaluator(tasks)
-
-    def __getattr__(self, name: str) -> Any:  # is_cached, key, cache_dir, ... of the wrapped evaluator
-        return getattr(self.evaluator, name)
-
-    def cold_seconds(self) -> float:
-        return float(sum(self.evaluator.training_seconds(g) or 0.0 for g in self.groups))
-
-    def real_seconds(self) -> float:
-        return float(self.evaluator.seconds) - self._start_seconds
 
 
 class Pipeline:

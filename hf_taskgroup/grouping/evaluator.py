@@ -298,6 +298,55 @@ class CachedEvaluator:
                 f"cache_hits={self.cache_hits})")
 
 
+class ColdCostEvaluator:
+    """Evaluator proxy that records the distinct groups a method asks for, so its cost can be charged as if
+    the evaluator cache were cold (methods share one cache: a later method would otherwise look free).
+
+    ``cold_trainings``: distinct groups requested; ``cold_seconds()``: their training time from the cache
+    entries; ``real_seconds()``: training time actually spent through this proxy; ``trainings``: the real
+    trainings of the wrapped evaluator.
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, None, {})
+        >>> ev(["a"]) and None
+        >>> rec = ColdCostEvaluator(ev)
+        >>> rec(["a"]) and rec(["b", "a"]) and None
+        >>> rec.cold_trainings, ev.trainings
+        (2, 2)
+    """
+
+    def __init__(self, evaluator: Any) -> None:
+        self.evaluator = evaluator
+        self.groups: set[tuple[str, ...]] = set()
+        self._start_seconds = float(evaluator.seconds)
+
+    @property
+    def trainings(self) -> int:
+        return self.evaluator.trainings
+
+    @property
+    def cold_trainings(self) -> int:
+        return len(self.groups)
+
+    def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+        self.groups.add(canonical_group(tasks))
+        return self.evaluator(tasks)
+
+    def evaluate_many(self, groups: Sequence[Sequence[str]], **kwargs: Any) -> list[GroupResult]:
+        """The wrapped evaluator's ``evaluate_many`` (batched training of the uncached groups), recorded."""
+        self.groups.update(canonical_group(g) for g in groups)
+        return self.evaluator.evaluate_many(groups, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # is_cached, key, cache_dir, ... of the wrapped evaluator
+        return getattr(self.evaluator, name)
+
+    def cold_seconds(self) -> float:
+        return float(sum(self.evaluator.training_seconds(g) or 0.0 for g in self.groups))
+
+    def real_seconds(self) -> float:
+        return float(self.evaluator.seconds) - self._start_seconds
+
+
 class MetricObjective:
     """Evaluator proxy that makes a per-task validation *metric* the quantity methods minimise.
 
