@@ -19,6 +19,22 @@ PVI_TESTS = ("welch", "mannwhitney", "ks", "tost")
 TOST_MARGIN_BITS = 0.1  # two tasks are "equivalent" when their mean PVI differ by less than 0.1 bits
 
 
+def open_study(stem: str, quick: bool, tasks: Sequence[str], max_train: int, output_dir: Path | None
+               ) -> tuple[Any, str, Path] | None:
+    """The study's suite, result name (``<stem>[_quick]``) and output folder, with the shared on-disk
+    feature cache switched on; None (after printing ``SKIPPED``) when ``../shared/data`` is absent."""
+    from common import RESULTS_DIR, SharedDataUnavailable, load_shared_nlp_suite
+
+    name = f"{stem}_quick" if quick else stem
+    try:
+        suite = load_shared_nlp_suite(tasks, max_train=max_train, seed=0)
+    except SharedDataUnavailable as err:
+        print(f"SKIPPED: {err}")
+        return None
+    use_feature_cache(RESULTS_DIR / "evidence" / "feature_cache")
+    return suite, name, output_dir or RESULTS_DIR / "evidence" / name
+
+
 def use_feature_cache(folder: Path) -> None:
     """Keep pooled frozen-encoder features on disk under ``folder`` (shared by the studies; unless
     ``$HF_TASKGROUP_FEATURE_CACHE`` already names a folder), so re-runs skip the encoder."""

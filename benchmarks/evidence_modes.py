@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, SharedDataUnavailable, environment, load_shared_nlp_suite, write_results  # noqa: E402
-from evidence_common import study_config, use_feature_cache  # noqa: E402
+from common import environment, write_results  # noqa: E402
+from evidence_common import open_study, study_config  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from hf_taskgroup.pipeline import Pipeline  # noqa: E402
@@ -46,14 +46,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     max_train = args.max_train or (100 if args.quick else 400)
-    name = "evidence_modes_quick" if args.quick else "evidence_modes"
-    out = args.output_dir or RESULTS_DIR / "evidence" / name
-    try:
-        suite = load_shared_nlp_suite(TASKS, max_train=max_train, seed=0)
-    except SharedDataUnavailable as err:
-        print(f"SKIPPED: {err}")
+    study = open_study("evidence_modes", args.quick, TASKS, max_train, args.output_dir)
+    if study is None:
         return
-    use_feature_cache(RESULTS_DIR / "evidence" / "feature_cache")
+    suite, name, out = study
     start = time.perf_counter()
     per_mode = {}
     for mode, train in MODES.items():

@@ -33,15 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, SharedDataUnavailable, environment, load_shared_nlp_suite, write_results  # noqa: E402
+from common import environment, write_results  # noqa: E402
 from evidence_common import (  # noqa: E402
     all_partitions,
     grouping_record,
     metric_objective_groupings,
+    open_study,
     run_grouping_stages,
     save_oracle_figures,
     study_config,
-    use_feature_cache,
 )
 
 from hf_taskgroup.grouping.nlp_evaluator import make_suite_evaluator  # noqa: E402
@@ -74,14 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     tasks = QUICK_TASKS if args.quick else TASKS
     max_train = args.max_train or (200 if args.quick else 1000)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    name = "evidence_oracle_quick" if args.quick else "evidence_oracle"
-    out = args.output_dir or RESULTS_DIR / "evidence" / name
-    try:
-        suite = load_shared_nlp_suite(tasks, max_train=max_train, seed=0)
-    except SharedDataUnavailable as err:
-        print(f"SKIPPED: {err}")
+    study = open_study("evidence_oracle", args.quick, tasks, max_train, args.output_dir)
+    if study is None:
         return
-    use_feature_cache(RESULTS_DIR / "evidence" / "feature_cache")
+    suite, name, out = study
     start = time.perf_counter()
     config = study_config(out / "pipeline", METHODS, seeds, args.epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks))

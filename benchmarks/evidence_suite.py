@@ -34,20 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     NLP_TASKS,
-    RESULTS_DIR,
-    SharedDataUnavailable,
     environment,
-    load_shared_nlp_suite,
     write_results,
 )
 from evidence_common import (  # noqa: E402
     dissimilar_groups,
     grouping_record,
     metric_objective_groupings,
+    open_study,
     run_grouping_stages,
     save_gain_figure,
     study_config,
-    use_feature_cache,
 )
 
 from hf_taskgroup.evaluation import evaluate_groupings, group_key  # noqa: E402
@@ -104,14 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     max_train = args.max_train or (200 if args.quick else 1000)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     num_groups = args.num_groups or (2 if args.quick else 4)
-    name = "evidence_suite_quick" if args.quick else "evidence_suite"
-    out = args.output_dir or RESULTS_DIR / "evidence" / name
-    try:
-        suite = load_shared_nlp_suite(tasks, max_train=max_train, seed=0)
-    except SharedDataUnavailable as err:
-        print(f"SKIPPED: {err}")
+    study = open_study("evidence_suite", args.quick, tasks, max_train, args.output_dir)
+    if study is None:
         return
-    use_feature_cache(RESULTS_DIR / "evidence" / "feature_cache")
+    suite, name, out = study
     start = time.perf_counter()
     config = study_config(out / "pipeline", METHODS, seeds, args.epochs, num_groups=num_groups, num_tasks=len(tasks),
                           search_extra=2 * len(tasks))
