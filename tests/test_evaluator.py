@@ -173,3 +173,18 @@ def test_stl_losses_and_pair_gains_from_trained_pairs():
     assert gains[0, 2] == pytest.approx(-0.5)
     assert ev.trainings == 3 + 3
     assert group_loss(ev(["a", "b"])) == pytest.approx(1.6)
+
+
+def test_cold_cost_recorder_counts_distinct_groups_requested_even_from_a_warm_cache():
+    from hf_taskgroup.grouping.evaluator import ColdCostEvaluator
+
+    ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, None, {},
+                         batch_train_fn=lambda gs: [{t: {"loss": 0.5} for t in g} for g in gs])
+    ev(["a"])
+    rec = ColdCostEvaluator(ev)
+    rec(["a"])
+    rec(["b", "a"])
+    rec.evaluate_many([["a", "b"], ["c"], ["a"]])
+    assert rec.cold_trainings == 3  # {a}, {a, b}, {c}: "a" counts although it was cached before
+    assert ev.trainings == 3 and rec.trainings == 3  # real trainings: {a} before, then {a, b} and {c}
+    assert rec.cold_seconds() >= rec.real_seconds() >= 0.0
