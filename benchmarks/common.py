@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_taskgroup.tasks import TaskSpec, TaskSuite
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
 from hf_taskgroup.utils import atomic_write_json
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent

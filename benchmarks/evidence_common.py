@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hf_taskgroup.grouping import Grouping
-from hf_taskgroup.grouping.baselines import set_partitions
+from hf_taskgroup.grouping.methods.baselines import set_partitions
 from hf_taskgroup.pipeline import PipelineConfig
 
 FIGURES_DIR = Path(__file__).resolve().parents[1] / "docs" / "figures"
@@ -38,7 +38,7 @@ def open_study(stem: str, quick: bool, tasks: Sequence[str], max_train: int, out
 def use_feature_cache(folder: Path) -> None:
     """Keep pooled frozen-encoder features on disk under ``folder`` (shared by the studies; unless
     ``$HF_TASKGROUP_FEATURE_CACHE`` already names a folder), so re-runs skip the encoder."""
-    from hf_taskgroup.features import default_feature_cache
+    from hf_taskgroup.training.features import default_feature_cache
 
     cache = default_feature_cache()
     if cache.cache_dir is None:
@@ -174,7 +174,7 @@ def _plt() -> Any:
 
 def save_oracle_figures(payload: Mapping[str, Any], name: str) -> list[Path]:
     """Histogram of all partition scores with each method marked; bar chart of the fraction of oracle gain."""
-    from hf_taskgroup.grouping.plots import save_figure
+    from hf_taskgroup.report.plots import save_figure
 
     plt = _plt()
     refs = payload["references"]
@@ -207,7 +207,7 @@ def save_oracle_figures(payload: Mapping[str, Any], name: str) -> list[Path]:
 
 def save_gain_figure(evaluations: Mapping[str, Any], tasks: Sequence[str], path_name: str, title: str) -> Path:
     """Heatmap: per-task test gain over single-task training (seed mean) for each method."""
-    from hf_taskgroup.grouping.plots import save_figure
+    from hf_taskgroup.report.plots import save_figure
 
     plt = _plt()
     methods = list(evaluations)

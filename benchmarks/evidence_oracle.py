@@ -44,9 +44,9 @@ from evidence_common import (  # noqa: E402
     study_config,
 )
 
-from hf_taskgroup.grouping.nlp_evaluator import make_suite_evaluator  # noqa: E402
-from hf_taskgroup.metrics import primary_metric  # noqa: E402
+from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
 from hf_taskgroup.pipeline import Pipeline  # noqa: E402
+from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 
 TASKS = ["glue_stsb", "glue_sst2", "chemprot", "ner_NCBI-disease", "mqp", "medical_abstracts"]
 QUICK_TASKS = ["glue_sst2", "chemprot", "mqp", "medical_abstracts"]

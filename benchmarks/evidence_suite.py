@@ -3,7 +3,7 @@
 Runs the library's pipeline (:class:`hf_taskgroup.Pipeline`) on the 13 tasks of ``../shared/data/nlp``:
 PVI stage, every grouping method, then every group of every method and every single task trained for
 3 seeds (MiniLM, ``frozen`` with a 256-unit shared trunk) and scored on the test split
-(:func:`hf_taskgroup.evaluation.evaluate_groupings`). Beside the registry's methods it adds
+(:func:`hf_taskgroup.report.evaluation.evaluate_groupings`). Beside the registry's methods it adds
 
 - ``pvi_<test>``: the PVI grouping under the other pairwise tests (Mann-Whitney U, KS, TOST with a
   0.1-bit margin);
@@ -47,10 +47,10 @@ from evidence_common import (  # noqa: E402
     study_config,
 )
 
-from hf_taskgroup.evaluation import evaluate_groupings, group_key  # noqa: E402
 from hf_taskgroup.grouping import Grouping  # noqa: E402
-from hf_taskgroup.metrics import greater_is_better  # noqa: E402
 from hf_taskgroup.pipeline import Pipeline  # noqa: E402
+from hf_taskgroup.report.evaluation import evaluate_groupings, group_key  # noqa: E402
+from hf_taskgroup.training.metrics import greater_is_better  # noqa: E402
 
 QUICK_TASKS = ["glue_sst2", "chemprot", "mqp", "medical_abstracts", "glue_rte"]
 METHODS = ["pvi", "transfer_gain", "tag", "affinity_search", "task_embedding", "surrogate", "clustering",

@@ -30,9 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite  # noqa: E402
 from hf_taskgroup.pvi.estimate import compute_pvi  # noqa: E402
-from hf_taskgroup.tasks import TaskSpec, TaskSuite  # noqa: E402
-from hf_taskgroup.training import TrainSettings  # noqa: E402
+from hf_taskgroup.training.train import TrainSettings  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "nlp"

@@ -38,8 +38,8 @@ from transformers.utils import logging as hf_logging
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hf_taskgroup.data import MultiTaskDataCollator  # noqa: E402
-from hf_taskgroup.modeling import MultiTaskModel  # noqa: E402
+from hf_taskgroup.data.collator import MultiTaskDataCollator  # noqa: E402
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task  # noqa: E402
 from hf_taskgroup.pvi.fitting import TaskFitter  # noqa: E402
 from hf_taskgroup.pvi.inference import (  # noqa: E402
     TaskRows,
@@ -48,8 +48,8 @@ from hf_taskgroup.pvi.inference import (  # noqa: E402
     scores_from_outputs,
 )
 from hf_taskgroup.pvi.null import analytic_null  # noqa: E402
-from hf_taskgroup.tasks import TaskSpec, TaskSuite, tokenize_task  # noqa: E402
-from hf_taskgroup.training import TrainSettings, default_model_path, load_tokenizer  # noqa: E402
+from hf_taskgroup.training.modeling import MultiTaskModel  # noqa: E402
+from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "nlp"

@@ -7,7 +7,7 @@ MQP), across general news and clinical questions; they share an input format (te
 skill (semantic equivalence), which is the setting where a shared trunk should transfer, and they
 mix two head types (regression + classification), so the benchmark also exercises mixed-type MTL.
 
-Every model is trained with :func:`hf_taskgroup.training.train_group` (the library's one code
+Every model is trained with :func:`hf_taskgroup.training.train.train_group` (the library's one code
 path): ``finetune="frozen"`` (MiniLM encoder run once, pooled features cached and shared by all
 runs), ``trunk_hidden_sizes=[256]``, the same settings for the three single-task models (STL) and
 the one multi-task model (MTL, proportional task sampling, so each head sees as many updates as in
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train STL for every task and MTL for the group, for every seed; return per-seed scores and timings."""
     from transformers import set_seed
 
-    from hf_taskgroup.training import TrainSettings, train_group
+    from hf_taskgroup.training.train import TrainSettings, train_group
 
     suite = load_shared_nlp_suite(args.task_list, max_train=args.max_train or None, seed=0)
     suite.validate()

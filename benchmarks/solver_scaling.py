@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, format_table, write_results  # noqa: E402
 
-from hf_taskgroup.grouping.solvers import (  # noqa: E402
+from hf_taskgroup.grouping.solvers.partition import (  # noqa: E402
     GroupingSolverError,
     solve_compact,
     solve_set_partition,

@@ -35,14 +35,14 @@ sys.path.insert(0, str(ROOT))
 
 from tabular_grouping import DATASETS, EVALUATE_CHUNK  # noqa: E402
 
-from hf_taskgroup.grouping.baselines import sample_partition  # noqa: E402
-from hf_taskgroup.grouping.evaluator import canonical_group  # noqa: E402
-from hf_taskgroup.grouping.tabular import (  # noqa: E402
+from hf_taskgroup.grouping.evaluators.base import canonical_group  # noqa: E402
+from hf_taskgroup.grouping.evaluators.tabular import (  # noqa: E402
     DEFAULT_TRAIN_KWARGS,
     TabularSuite,
     train_tabular_group,
     train_tabular_groups,
 )
+from hf_taskgroup.grouping.methods.baselines import sample_partition  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json  # noqa: E402
 
 Results = list[dict[str, dict[str, float]]]

@@ -35,9 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_taskgroup.grouping import available_methods, group_tasks  # noqa: E402
-from hf_taskgroup.grouping.baselines import sample_partition  # noqa: E402
-from hf_taskgroup.grouping.evaluator import CachedEvaluator, ColdCostEvaluator, group_gain  # noqa: E402
-from hf_taskgroup.grouping.tabular import DEFAULT_TRAIN_KWARGS, TabularSuite, make_tabular_evaluator  # noqa: E402
+from hf_taskgroup.grouping.evaluators.base import CachedEvaluator, ColdCostEvaluator, group_gain  # noqa: E402
+from hf_taskgroup.grouping.evaluators.tabular import (  # noqa: E402
+    DEFAULT_TRAIN_KWARGS,
+    TabularSuite,
+    make_tabular_evaluator,
+)
+from hf_taskgroup.grouping.methods.baselines import sample_partition  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
 DATASETS: dict[str, dict[str, Any]] = {

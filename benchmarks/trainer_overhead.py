@@ -165,10 +165,10 @@ def _common_args(out_dir: str, args: argparse.Namespace, seed: int, steps: int) 
 def run_multitask(template: Any, ds: Any, tok: Any, task: str, args: argparse.Namespace, *, seed: int,
                   steps: int, finetune: str = "full") -> dict[str, Any]:
     """One MultiTaskTrainer run; frozen mode times the feature pass apart from ``train()``."""
-    from hf_taskgroup.data import MultiTaskDataCollator
-    from hf_taskgroup.features import FeatureCache
-    from hf_taskgroup.trainer import MultiTaskTrainer
-    from hf_taskgroup.training_args import MultiTaskTrainingArguments
+    from hf_taskgroup.data.collator import MultiTaskDataCollator
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.features import FeatureCache
+    from hf_taskgroup.training.trainer import MultiTaskTrainer
 
     timer, collator = _StepTimer(), _CountingCollator(MultiTaskDataCollator(tok))
     with tempfile.TemporaryDirectory() as out:
@@ -256,8 +256,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, str]:
     """Tokenizer, the template model, the tokenized train rows (and a copy with ``task_ids``)."""
     import torch
 
-    from hf_taskgroup.modeling import MultiTaskModel
-    from hf_taskgroup.training import default_model_path, load_tokenizer
+    from hf_taskgroup.training.modeling import MultiTaskModel
+    from hf_taskgroup.training.train import default_model_path, load_tokenizer
 
     suite = load_shared_nlp_suite([args.task], max_train=args.num_examples, seed=0)
     task = args.task

@@ -6,10 +6,10 @@ Auto classes, so ``AutoModel.from_pretrained`` reloads a saved multi-task model.
 
 __version__ = "0.1.0.dev0"
 
-from .modeling import MultiTaskConfig, MultiTaskModel  # noqa: E402  (registers the Auto classes)
-from .tasks import TaskSpec, TaskSuite, TaskValidationError  # noqa: E402
-from .trainer import MultiTaskTrainer  # noqa: E402
-from .training_args import MultiTaskTrainingArguments  # noqa: E402
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, TaskValidationError  # noqa: E402
+from hf_taskgroup.training.args import MultiTaskTrainingArguments  # noqa: E402
+from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel  # noqa: E402  (registers the Auto classes)
+from hf_taskgroup.training.trainer import MultiTaskTrainer  # noqa: E402
 
 _LAZY = {
     "compute_pvi": "hf_taskgroup.pvi",

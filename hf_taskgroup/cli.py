@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .commands import COMMAND_MODULES
+from hf_taskgroup import __version__
+from hf_taskgroup.commands import COMMAND_MODULES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .evaluation import MethodEvaluation, evaluate_groupings, group_key
-from .features import default_feature_cache
-from .grouping.evaluator import ColdCostEvaluator
-from .tasks import TaskSuite
-from .training import TrainSettings, default_model_path, load_tokenizer, train_group
-from .utils import atomic_write_json
+from hf_taskgroup.data.tasks import TaskSuite
+from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
+from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
+from hf_taskgroup.training.features import default_feature_cache
+from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer, train_group
+from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Pipeline:
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _check_methods(self) -> None:
-        from .grouping import available_methods
+        from hf_taskgroup.grouping import available_methods
 
         known = available_methods()
         unknown = [m for m in self.config.methods if m not in known]
@@ -193,7 +193,7 @@ class Pipeline:
         """Run the stages in order (each resumes from its artifacts); ``stop_after`` ends after that stage.
 
         Pooled frozen-encoder features persist under ``<output_dir>/cache/features`` during the run (unless
-        the process-wide :class:`~hf_taskgroup.features.FeatureCache` already has a folder, e.g. from
+        the process-wide :class:`~hf_taskgroup.training.features.FeatureCache` already has a folder, e.g. from
         ``$HF_TASKGROUP_FEATURE_CACHE``), so a resumed run does not encode the tasks again.
         """
         if stop_after is not None and stop_after not in STAGES:
@@ -239,7 +239,7 @@ class Pipeline:
 
     def stage_pvi(self) -> dict[str, Any]:
         """PVI for every task (resumes per task; see :func:`hf_taskgroup.pvi.compute_pvi`)."""
-        from .pvi import compute_pvi
+        from hf_taskgroup.pvi import compute_pvi
 
         cfg = self.config
         factory = None
@@ -264,7 +264,7 @@ class Pipeline:
 
     def stage_group(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
         """One Grouping per method, written to ``groupings/<method>.json`` (reused when present)."""
-        from .grouping import Grouping, group_tasks
+        from hf_taskgroup.grouping import Grouping, group_tasks
 
         out: dict[str, Any] = {}
         for method in tqdm(self.config.methods, desc="Grouping", unit="method", disable=not self.progress):
@@ -304,7 +304,7 @@ class Pipeline:
     def _pvi_grouping_without_collapsed(self, pvi: Mapping[str, Any], values: Mapping[str, np.ndarray],
                                         params: Mapping[str, Any]) -> Any:
         """PVI grouping of the tasks whose probe did not collapse; collapsed tasks stay single-task."""
-        from .grouping import Grouping, GroupingCost, group_tasks
+        from hf_taskgroup.grouping import Grouping, GroupingCost, group_tasks
 
         split = self.config.pvi_split
         collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(split)]
@@ -340,7 +340,7 @@ class Pipeline:
     def _method_params(self, method: str) -> dict[str, Any]:
         import inspect
 
-        from .grouping.registry import get_method
+        from hf_taskgroup.grouping.registry import get_method
 
         params = dict(self.config.method_options.get(method, {}))
         for option in COLLECTION_OPTIONS:  # pipeline-level options of the affinity collection, read by _method_inputs
@@ -363,7 +363,7 @@ class Pipeline:
         if method == "pvi":
             return {"pvi": self._pvi_values(pvi)}
         if method in AFFINITY_METHODS or method == "clustering":
-            from .grouping.collect import collect_affinity
+            from hf_taskgroup.grouping.evaluators.affinity_collection import collect_affinity
 
             options = dict(cfg.method_options.get(method, {}))
             kind = method if method in AFFINITY_METHODS else options.get("affinity_kind", "tag")
@@ -374,7 +374,7 @@ class Pipeline:
             self._input_costs[method] = (1, float(result.params.get("wall_seconds", result.seconds)))
             return {"affinity": result.matrix}
         if method in EVALUATOR_METHODS:
-            from .grouping.nlp_evaluator import make_suite_evaluator
+            from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
             factory = None
             if self.model_factory is not None:
@@ -423,14 +423,14 @@ class Pipeline:
                           output_dir=save_dir or self.out / "runs" / "_scratch")
         trainer = res.pop("trainer")
         if save_dir is not None:  # merges LoRA adapters so the folder reloads with AutoModel
-            from .publish import save_group_model
+            from hf_taskgroup.publishing.models import save_group_model
 
             save_group_model(trainer.model, self._tok(), save_dir)
         return res
 
     def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
         """Model folders with cards for the published method's groups: ``models/<method>/<group>/``."""
-        from .publish import build_group_card_data, write_group_model_folder
+        from hf_taskgroup.publishing.models import build_group_card_data, write_group_model_folder
 
         method = self.config.primary_method
         grouping = groupings[method]
@@ -450,8 +450,8 @@ class Pipeline:
 
     def stage_publish(self, model_dirs: Mapping[str, Path]) -> dict[str, str]:
         """Push the PVI datasets and the published method's group models to the Hub."""
-        from .hub import push_pvi_datasets
-        from .publish import push_group_model
+        from hf_taskgroup.publishing.models import push_group_model
+        from hf_taskgroup.publishing.pvi_dataset import push_pvi_datasets
 
         prefix = self.config.hub_prefix
         published = {}
@@ -466,7 +466,7 @@ class Pipeline:
 
     def stage_report(self, evaluations: Mapping[str, MethodEvaluation], pvi: Mapping[str, Any],
                      published: Mapping[str, str]) -> Path:
-        from .report import write_report
+        from hf_taskgroup.report.render import write_report
 
         config = {**self.config.to_dict(), "tasks": self.tasks, "suite_name": self.suite.name,
                   "model_label": self._model_label()}
@@ -479,7 +479,7 @@ class Pipeline:
 
 
 def _load_suite(config: PipelineConfig) -> TaskSuite:
-    from .demo import DEMO_SUITE_PATH
+    from hf_taskgroup.demo import DEMO_SUITE_PATH
 
     suite = TaskSuite.from_yaml(config.suite or DEMO_SUITE_PATH)
     return suite.subset(config.tasks) if config.tasks else suite

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from hf_taskgroup.training import run_training_script
-from hf_taskgroup.training_args import MultiTaskTrainingArguments
+from hf_taskgroup.training.args import MultiTaskTrainingArguments
+from hf_taskgroup.training.train import run_training_script
 
 
 @dataclass

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from utils import tiny_bert_config, tiny_suite, tiny_tokenizer
 
-from hf_taskgroup.modeling import MultiTaskConfig, MultiTaskModel
 from hf_taskgroup.pipeline import Pipeline, PipelineConfig
+from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel
 
 
 def _factory(infos, seed):
@@ -162,7 +162,7 @@ def test_affinity_collection_options_reach_the_collector(tmp_path):
 
 
 def test_run_keeps_pooled_features_on_disk_and_restores_the_default_cache(tmp_path):
-    from hf_taskgroup.features import default_feature_cache
+    from hf_taskgroup.training.features import default_feature_cache
 
     assert default_feature_cache().cache_dir is None
     _pipeline(tmp_path).run(stop_after="pvi")
@@ -173,7 +173,7 @@ def test_run_keeps_pooled_features_on_disk_and_restores_the_default_cache(tmp_pa
 def test_metric_objective_reaches_evaluator_methods_and_is_checked(tmp_path):
     with pytest.raises(ValueError, match="evaluator_objective"):
         _config(tmp_path, evaluator_objective="f1")
-    from hf_taskgroup.grouping.evaluator import MetricObjective
+    from hf_taskgroup.grouping.evaluators.base import MetricObjective
 
     pipe = _pipeline(tmp_path, methods=["surrogate"], evaluator_objective="metric")
     evaluator = pipe._method_inputs("surrogate", {})["evaluator"]

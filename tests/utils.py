@@ -119,7 +119,7 @@ def dataset_dict(rows_fn, n_train: int = 32, n_eval: int = 16, seed: int = 0) ->
 
 def tiny_suite(types: Sequence[str] = ("classification", "regression", "multilabel", "token_classification")):
     """A TaskSuite with one small in-memory task per requested type."""
-    from hf_taskgroup.tasks import TaskSpec, TaskSuite
+    from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
 
     specs = []
     for t in types:
@@ -138,7 +138,7 @@ def tiny_model(suite=None, *, trunk=(), pooling: str = "cls", dropout: float = 0
     """A MultiTaskModel on a tiny random BERT with one head per task of the suite."""
     import torch
 
-    from hf_taskgroup.modeling import MultiTaskConfig, MultiTaskModel
+    from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel
 
     suite = suite if suite is not None else tiny_suite()
     torch.manual_seed(seed)

@@ -183,7 +183,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 # ------------------------------------------------------------------------------------------- command
 def run(args: argparse.Namespace) -> int:
     import hf_taskgroup.grouping  # noqa: F401  (registers the methods)
-    import hf_taskgroup.grouping.task_embedding  # noqa: F401
+    import hf_taskgroup.grouping.methods.task_embedding  # noqa: F401
     from hf_taskgroup.grouping.registry import available_methods
 
     methods = available_methods()
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from hf_taskgroup.training import TrainSettings
+    from hf_taskgroup.training.train import TrainSettings
 
     trunk = args.trunk_hidden_sizes
     if trunk is None:
@@ -256,7 +256,7 @@ def _group(args: argparse.Namespace) -> tuple[Any, dict | None]:
     if "evaluator" in params and "evaluator" in needs:
         if suite is None:
             raise ValueError(f"method {method!r} trains groups: it needs --suite")
-        from hf_taskgroup.grouping.nlp_evaluator import make_suite_evaluator
+        from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
         kwargs["evaluator"] = make_suite_evaluator(suite, _settings(args), _cache(args, "groups"), seed=args.seed)
     if "suite" in params and "embeddings" in params:
@@ -280,7 +280,7 @@ def _group(args: argparse.Namespace) -> tuple[Any, dict | None]:
 
 
 def _suite(args: argparse.Namespace) -> Any:
-    from hf_taskgroup.tasks import TaskSuite
+    from hf_taskgroup.data.tasks import TaskSuite
 
     suite = TaskSuite.from_yaml(args.suite)
     # the whole suite is kept (the evaluator's cache key covers it, so runs on other --tasks share trainings)
@@ -293,7 +293,7 @@ def _cache(args: argparse.Namespace, name: str) -> Path | None:
 
 
 def _collect(args: argparse.Namespace, suite: Any, tasks: Sequence[str], kind: str) -> Any:
-    from hf_taskgroup.grouping.collect import collect_affinity
+    from hf_taskgroup.grouping.evaluators.affinity_collection import collect_affinity
 
     out = Path(args.cache_dir) / f"affinity_{kind}.json" if args.cache_dir else Path(args.output).with_suffix(f".{kind}.affinity.json")
     print(f"collecting {kind} affinities during one multi-task training (every {args.every_k_steps} steps) -> {out}")
@@ -304,7 +304,7 @@ def _collect(args: argparse.Namespace, suite: Any, tasks: Sequence[str], kind: s
 
 def write_plots(grouping: Any, plots_dir: str | Path, *, pvi: Mapping[str, Any] | None = None) -> list[Path]:
     """PNG plots of a grouping: PVI distributions and p-values (pvi), the affinity heatmap with groups outlined."""
-    from hf_taskgroup.grouping import plots
+    from hf_taskgroup.report import plots
 
     root = Path(plots_dir)
     name = grouping.method

@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pvi.runner import PVIJob, run_pvi_job
+    from hf_taskgroup.pvi.runner import PVIJob, run_pvi_job
 
     if args.push_to_hub and not args.hub_dataset_id:
         raise SystemExit("hf-taskgroup pvi: --push_to_hub needs --hub_dataset_id")

@@ -56,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..pipeline import PipelineConfig, run_pipeline
-    from ..report import format_console_summary
+    from hf_taskgroup.pipeline import PipelineConfig, run_pipeline
+    from hf_taskgroup.report.render import format_console_summary
 
     config = PipelineConfig(
         suite=args.suite, tasks=args.tasks, model=args.model, finetune=args.finetune, methods=args.methods,

@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import TrainSettings, run_training_script
-    from ..training_args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.train import TrainSettings, run_training_script
 
     defaults = TrainSettings(finetune=args.finetune, learning_rate=args.learning_rate, num_train_epochs=args.epochs)
     training_args = MultiTaskTrainingArguments(

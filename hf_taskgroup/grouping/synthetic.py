@@ -1,6 +1,6 @@
 """Small synthetic suites with planted task families, for tests and sanity checks of grouping methods.
 
-- :func:`make_synthetic_tabular_suite`: a :class:`~hf_taskgroup.grouping.tabular.TabularSuite` whose tasks
+- :func:`make_synthetic_tabular_suite`: a :class:`~hf_taskgroup.grouping.evaluators.tabular.TabularSuite` whose tasks
   in one family share a ground-truth projection and response shape (plus a little task noise), while
   families differ; trained pairs show the families (within-family gains above across-family gains).
 - :func:`planted_train_fn` / :func:`planted_evaluator`: instant "trainings" with planted losses: grouping
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hf_taskgroup.grouping.evaluator import CachedEvaluator, TrainFn, canonical_group
+from hf_taskgroup.grouping.evaluators.base import CachedEvaluator, TrainFn, canonical_group
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-    from hf_taskgroup.grouping.tabular import TabularSuite
+    from hf_taskgroup.grouping.evaluators.tabular import TabularSuite
 
 __all__ = [
     "family_names",
@@ -105,7 +105,7 @@ def make_synthetic_tabular_suite(
         >>> suite.tasks
         ['f0_t0', 'f0_t1', 'f1_t0', 'f1_t1']
     """
-    from hf_taskgroup.grouping.tabular import TabularSuite
+    from hf_taskgroup.grouping.evaluators.tabular import TabularSuite
 
     rng = np.random.default_rng(seed)
     directions = rng.normal(size=(num_families, num_features))

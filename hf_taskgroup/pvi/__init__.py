@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .callback import PVICallback
-    from .estimate import PVIResult, compute_pvi, format_pvi_table
+    from hf_taskgroup.pvi.callback import PVICallback
+    from hf_taskgroup.pvi.estimate import PVIResult, compute_pvi, format_pvi_table
 
 __all__ = ["PVICallback", "PVIResult", "compute_pvi", "format_pvi_table"]
 

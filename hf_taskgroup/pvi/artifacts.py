@@ -3,7 +3,7 @@
 A task is *finished* when its ``summary.json`` exists and records the settings hash of the current
 run; the dataset is saved to a temporary folder and renamed before the summary is written (also
 atomically), so a run killed at any point leaves every finished task intact and no half-written
-task that looks finished. :mod:`hf_taskgroup.hub` reads these artifacts to publish them.
+task that looks finished. :mod:`hf_taskgroup.publishing.pvi_dataset` reads these artifacts to publish them.
 
 Example::
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_write_json
-from .scores import PVIScores
+from hf_taskgroup.pvi.scores import PVIScores
+from hf_taskgroup.utils import atomic_write_json
 
 PVI_COLUMNS = ("pvi", "pvi_h_yx", "pvi_h_yb", "pvi_correct", "pvi_prediction")
 SUMMARY_FILE = "summary.json"

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from ..utils import atomic_write_json
-from .inference import (
+from hf_taskgroup.pvi.inference import (
     INPUT_COLUMNS,
     TaskRows,
     base_model,
@@ -35,8 +34,9 @@ from .inference import (
     predict_outputs,
     scores_from_outputs,
 )
-from .null import analytic_null
-from .scores import PVICollapseWarning, PVIScores, residual_sigma
+from hf_taskgroup.pvi.null import analytic_null
+from hf_taskgroup.pvi.scores import PVICollapseWarning, PVIScores, residual_sigma
+from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

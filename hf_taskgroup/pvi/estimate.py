@@ -23,7 +23,7 @@ tasks whose summary records the same settings hash and recomputes the others.
 Example::
 
     >>> from hf_taskgroup.pvi import compute_pvi
-    >>> from hf_taskgroup.training import TrainSettings
+    >>> from hf_taskgroup.training.train import TrainSettings
     >>> results = compute_pvi("hf_taskgroup/demo/suite.yaml", settings=TrainSettings(finetune="frozen"),
     ...                       null="trained", output_dir="outputs/pvi")                    # doctest: +SKIP
     >>> results["pubmedqa"].summary["v_information"]["test"]                             # doctest: +SKIP
@@ -46,9 +46,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..tasks import TaskSpec, TaskSuite, tokenize_task
-from ..training import TrainSettings, default_model_path, load_tokenizer
-from .artifacts import (
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
+from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
     annotate_dataset,
     data_digest,
@@ -58,9 +57,10 @@ from .artifacts import (
     scores_from_dataset,
     settings_hash,
 )
-from .fitting import ModelFactory, TaskFitter
-from .inference import TaskRows
-from .scores import PVICollapseWarning, PVIScores
+from hf_taskgroup.pvi.fitting import ModelFactory, TaskFitter
+from hf_taskgroup.pvi.inference import TaskRows
+from hf_taskgroup.pvi.scores import PVICollapseWarning, PVIScores
+from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ def _finite(value: float) -> float | None:
 
 
 def _summary(job: _Job, scores: Mapping[str, PVIScores], seconds: float) -> dict[str, Any]:
-    from .. import __version__
+    from hf_taskgroup import __version__
 
     label_names = job.spec.get_label_names()
     return {

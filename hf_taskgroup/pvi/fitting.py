@@ -1,7 +1,7 @@
 """Train the two models of PVI for one task and score held-out rows with them.
 
-:class:`TaskFitter` builds a fresh single-head :class:`~hf_taskgroup.modeling.MultiTaskModel`, trains
-``g_x`` on ``(x, y)`` rows with :class:`~hf_taskgroup.trainer.MultiTaskTrainer` (quiet), and gets the
+:class:`TaskFitter` builds a fresh single-head :class:`~hf_taskgroup.training.modeling.MultiTaskModel`, trains
+``g_x`` on ``(x, y)`` rows with :class:`~hf_taskgroup.training.trainer.MultiTaskTrainer` (quiet), and gets the
 null side: a null model of the same family trained the same way on ``(null, y)`` rows and run ONCE on
 the null input, or the analytic label prior. In ``frozen`` mode the encoder is run once per split
 (cached by encoder fingerprint) and both training and scoring read the cached features.
@@ -28,11 +28,7 @@ import numpy as np
 import torch
 from transformers.trainer_callback import PrinterCallback
 
-from ..features import encoder_fingerprint
-from ..trainer import MultiTaskTrainer
-from ..training import TrainSettings, default_model_path
-from ..training_args import MultiTaskTrainingArguments
-from .inference import (
+from hf_taskgroup.pvi.inference import (
     INPUT_COLUMNS,
     TaskRows,
     base_model,
@@ -40,8 +36,12 @@ from .inference import (
     null_model_output,
     predict_outputs,
 )
-from .null import analytic_null
-from .scores import PVICollapseWarning, PVIScores, residual_sigma
+from hf_taskgroup.pvi.null import analytic_null
+from hf_taskgroup.pvi.scores import PVICollapseWarning, PVIScores, residual_sigma
+from hf_taskgroup.training.args import MultiTaskTrainingArguments
+from hf_taskgroup.training.features import encoder_fingerprint
+from hf_taskgroup.training.train import TrainSettings, default_model_path
+from hf_taskgroup.training.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class TaskFitter:
 
     Args:
         task, task_type, infos: the task, its type and ``{task: info}`` for the head.
-        settings: how to train (:class:`~hf_taskgroup.training.TrainSettings`; ``finetune`` full|lora|frozen).
+        settings: how to train (:class:`~hf_taskgroup.training.train.TrainSettings`; ``finetune`` full|lora|frozen).
         null_mode: ``"trained"`` or ``"analytic"`` (token classification always uses the analytic tag prior).
         tokenizer: pads token batches during training.
         null_input: the tokenized null input (``input_ids``, ...), needed for a trained null.
@@ -157,7 +157,7 @@ class TaskFitter:
         torch.manual_seed(self.settings.seed)
         if self.model_factory is not None:
             return self.model_factory(self.infos, role)
-        from ..modeling import MultiTaskModel
+        from hf_taskgroup.training.modeling import MultiTaskModel
 
         path = self.settings.model_name_or_path or default_model_path()
         with _quiet_loading():
@@ -197,7 +197,7 @@ class TaskFitter:
         """``rows`` as ``model`` consumes them: token ids, or (frozen) cached encoder features."""
         if not self.frozen:
             return rows
-        from ..features import default_feature_cache, inputs_digest
+        from hf_taskgroup.training.features import default_feature_cache, inputs_digest
 
         key = (encoder_fingerprint(base_model(model)), split)
         if key not in self._features:
@@ -257,7 +257,7 @@ class TaskFitter:
 
     def score(self, fit: Fit, split: str, rows: TaskRows, indices: Sequence[int] | None = None) -> PVIScores:
         """PVI of ``rows`` (a whole split, restricted to ``indices``) under ``fit``."""
-        from .inference import scores_from_outputs
+        from hf_taskgroup.pvi.inference import scores_from_outputs
 
         rows = self.model_rows(fit.model, split, rows)
         if indices is not None:

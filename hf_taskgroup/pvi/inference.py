@@ -5,7 +5,7 @@ model per task (its input never changes). This module holds the pieces shared by
 :func:`hf_taskgroup.pvi.compute_pvi`, :class:`hf_taskgroup.pvi.PVICallback` and the benchmarks:
 
 - :class:`TaskRows`: one task's examples in memory (token ids or cached encoder features, labels),
-  a ``torch`` dataset that :class:`~hf_taskgroup.trainer.MultiTaskTrainer` trains on directly.
+  a ``torch`` dataset that :class:`~hf_taskgroup.training.trainer.MultiTaskTrainer` trains on directly.
 - :func:`predict_outputs`: logits (or regression predictions) for every row, in row order.
 - :func:`encoder_features`: pooled encoder outputs or token states, computed once (``frozen`` mode).
 - :func:`null_model_output`: the null model's output for the null input (one forward pass).
@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
-from .scores import IGNORE_INDEX, PVIScores, compute_pvi_scores
+from hf_taskgroup.pvi.scores import IGNORE_INDEX, PVIScores, compute_pvi_scores
 
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -212,7 +212,7 @@ def encoder_features(
     progress: bool = True,
 ) -> list[np.ndarray]:
     """Pooled encoder output ``[H]`` (or token states ``[T_i, H]``) of every row, in row order (frozen mode)."""
-    from ..features import encode_in_length_order
+    from hf_taskgroup.training.features import encode_in_length_order
 
     return encode_in_length_order(
         base_model(model), rows.lengths(), lambda idx: _batch_inputs(rows, idx, pad_token_id),
@@ -227,7 +227,7 @@ def null_model_output(model: Any, null_input: Mapping[str, Any], *, task: str) -
     Returns the head's output for that input: ``[C]`` logits, ``[L]`` Bernoulli logits, or ``[1]``
     (the regression prediction, i.e. the null mean).
     """
-    from .null import null_logits_from_model_output
+    from hf_taskgroup.pvi.null import null_logits_from_model_output
 
     rows = TaskRows({k: [v] for k, v in null_input.items() if k in (*INPUT_COLUMNS, "features")})
     out = predict_outputs(model, rows, task=task, batch_size=1, progress=False)

@@ -82,11 +82,11 @@ def run_pvi_job(job: PVIJob, *, tokenizer: Any = None, model_factory: Any = None
     Returns the exit code: 0, or 1 when the push failed (every local artifact is kept and the message
     says what to re-run).
     """
-    from ..demo import DEMO_SUITE_PATH
-    from ..hub import PVIConfigExistsError, PVIPushError, push_pvi_datasets
-    from ..tasks import TaskSuite
-    from ..training import TrainSettings
-    from .estimate import _is_main_process, compute_pvi, format_pvi_table
+    from hf_taskgroup.data.tasks import TaskSuite
+    from hf_taskgroup.demo import DEMO_SUITE_PATH
+    from hf_taskgroup.publishing.pvi_dataset import PVIConfigExistsError, PVIPushError, push_pvi_datasets
+    from hf_taskgroup.pvi.estimate import _is_main_process, compute_pvi, format_pvi_table
+    from hf_taskgroup.training.train import TrainSettings
 
     if job.push_to_hub and not job.hub_dataset_id:
         raise ValueError("--push_to_hub needs --hub_dataset_id (e.g. your-name/my-suite-pvi)")

@@ -1,0 +1,1 @@
+"""Cached group evaluators (text and tabular suites) and the Trainer-side affinity collection."""

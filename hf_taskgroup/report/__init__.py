@@ -1,0 +1,1 @@
+"""Stage 5, the report: STL vs MTL evaluation tables, plots and the rendered report."""

@@ -1,0 +1,64 @@
+"""MultiTaskTrainingArguments: TrainingArguments plus task sampling, task weights and fine-tuning mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from hf_taskgroup.training.modeling import FINETUNE_MODES
+
+_SAMPLING = ("proportional", "temperature", "round_robin", "uniform")
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` for :class:`MultiTaskTrainer`.
+
+    Extra fields:
+        task_sampling: which task each step trains: ``proportional`` (to the number of batches),
+            ``temperature`` (``p ∝ n^(1/T)``), ``round_robin`` or ``uniform``.
+        sampling_temperature: T for ``temperature`` sampling (T=1 is proportional).
+        task_weights: per-task loss weights, a dict or its JSON string (``'{"sst2": 2.0}'``); default 1.
+        finetune: ``full`` (every weight trains), ``lora`` (LoRA adapters on the encoder; heads and
+            trunk train fully) or ``frozen`` (encoder run once, its features cached; heads and trunk train).
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (``lora`` mode).
+        feature_batch_size: batch size of the one encoder pass in ``frozen`` mode.
+
+    Example::
+
+        >>> args = MultiTaskTrainingArguments(output_dir="out", task_sampling="temperature",
+        ...                                   sampling_temperature=2.0, finetune="frozen")  # doctest: +SKIP
+    """
+
+    task_sampling: str = field(default="proportional", metadata={"help": f"One of {', '.join(_SAMPLING)}."})
+    sampling_temperature: float = field(default=1.0, metadata={"help": "T of temperature sampling (p ∝ n^(1/T))."})
+    task_weights: dict | str | None = field(default=None, metadata={"help": "Per-task loss weights, JSON."})
+    finetune: str = field(default="full", metadata={"help": f"One of {', '.join(FINETUNE_MODES)}."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA target modules (guessed if unset)."})
+    feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the encoder pass in frozen mode."})
+    ddp_broadcast_buffers: bool | None = field(
+        default=False, metadata={"help": "Off by default: BERT's buffers break DDP with in-place ops."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.task_sampling not in _SAMPLING:
+            raise ValueError(f"task_sampling must be one of {_SAMPLING}, got {self.task_sampling!r}")
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        if isinstance(self.task_weights, str):
+            try:
+                self.task_weights = json.loads(self.task_weights)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"task_weights is not valid JSON: {self.task_weights!r} ({err})") from None
+        if self.task_weights is not None:
+            bad = {k: v for k, v in self.task_weights.items() if not isinstance(v, (int, float)) or v < 0}
+            if bad:
+                raise ValueError(f"task_weights must be non-negative numbers; bad entries: {bad}")

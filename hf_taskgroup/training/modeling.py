@@ -1,0 +1,367 @@
+"""MultiTaskModel: one shared encoder, optional shared trunk, one head per task.
+
+Registered with ``AutoConfig``/``AutoModel`` on import, so after ``import hf_taskgroup`` a saved model
+reloads with ``AutoModel.from_pretrained``. Weights are saved as safetensors only.
+
+Example::
+
+    >>> from hf_taskgroup import MultiTaskModel
+    >>> model = MultiTaskModel.from_encoder(
+    ...     "path/to/all-MiniLM-L6-v2",
+    ...     tasks={"sst2": {"type": "classification", "num_labels": 2, "id2label": ["neg", "pos"]},
+    ...            "stsb": {"type": "regression", "num_labels": 1}},
+    ...     pooling="mean")  # doctest: +SKIP
+    >>> out = model(input_ids=ids, attention_mask=mask, task_ids=torch.zeros(len(ids)), labels=y)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
+
+from hf_taskgroup.data.tasks import TASK_TYPES
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("full", "lora", "frozen")
+
+
+class MultiTaskConfig(PreTrainedConfig):
+    """Configuration of a :class:`MultiTaskModel`.
+
+    Args:
+        encoder: the encoder's config (a ``PreTrainedConfig`` or its dict).
+        tasks: ``{task: {"type": ..., "num_labels": int, "id2label": [names] | None}}``, in head order.
+        pooling: ``"cls"`` (first token) or ``"mean"`` (mask-aware mean over tokens).
+        trunk_hidden_sizes: sizes of a shared MLP trunk between the pooled encoder output and the heads
+            (empty: no trunk). Token-classification heads apply the trunk per token.
+        classifier_dropout: dropout before every head.
+        encoder_name_or_path: where the encoder came from (provenance; a Hub id or a local path).
+        task_groups: optional record of the grouping this model was trained for.
+
+    Example::
+
+        >>> cfg = MultiTaskConfig(encoder=BertConfig(), tasks={"a": {"type": "regression", "num_labels": 1}})  # doctest: +SKIP
+    """
+
+    model_type = "hf-taskgroup-multitask"
+    sub_configs_defaults = {"encoder": SubConfigSpec(AutoConfig, model_type="bert")}
+
+    encoder: dict | PreTrainedConfig | None = None
+    tasks: dict | None = None
+    pooling: str = "cls"
+    trunk_hidden_sizes: list | None = None
+    trunk_dropout: float = 0.1
+    classifier_dropout: float = 0.1
+    encoder_name_or_path: str | None = None
+    task_groups: list | None = None
+    task_order: list | None = None  # head order (config.json sorts dict keys, so the order is kept here)
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.tasks and not self.task_order:
+            self.task_order = list(self.tasks)
+        if self.tasks and sorted(self.task_order) != sorted(self.tasks):
+            raise ValueError(f"task_order {self.task_order} does not match the tasks {sorted(self.tasks)}")
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        for name, info in (self.tasks or {}).items():
+            if info.get("type") not in TASK_TYPES:
+                raise ValueError(f"task {name!r}: unknown type {info.get('type')!r}; expected one of {TASK_TYPES}")
+            if int(info.get("num_labels", 0)) < 1:
+                raise ValueError(f"task {name!r}: num_labels must be >= 1")
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names in head order (``task_ids`` index this list)."""
+        return list(self.task_order or [])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.hidden_size)
+
+
+@dataclass
+class MultiTaskOutput(ModelOutput):
+    """Output of :class:`MultiTaskModel`: ``loss`` (mean over the batch), ``logits`` of the batch's task
+    head, ``features`` (pooled encoder output, or token states for token classification) on request."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+class TaskHead(nn.Module):
+    """Dropout + linear layer for one task (a module of its own so PEFT can keep it trainable by name)."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(x))
+
+
+def _build_trunk(hidden: int, sizes: Sequence[int], dropout: float) -> tuple[nn.Module | None, int]:
+    if not sizes:
+        return None, hidden
+    layers: list[nn.Module] = []
+    prev = hidden
+    for size in sizes:
+        layers += [nn.Linear(prev, int(size)), nn.GELU(), nn.Dropout(dropout)]
+        prev = int(size)
+    return nn.Sequential(*layers), prev
+
+
+class MultiTaskModel(PreTrainedModel):
+    """Shared encoder (loaded with ``AutoModel``, no pooler), pooling, optional shared trunk, and an
+    ``nn.ModuleDict`` of per-task heads.
+
+    ``forward`` takes one task per batch (``task_ids`` all equal; the trainer's samplers guarantee it)
+    and returns its loss and logits. Pass precomputed ``features`` (pooled encoder outputs, or token
+    states for token classification) to skip the encoder: that is the ``frozen`` fine-tuning mode.
+
+    Example::
+
+        >>> model = MultiTaskModel(MultiTaskConfig(encoder=BertConfig(hidden_size=16, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=32), tasks={"a": {"type": "classification", "num_labels": 3}}))  # doctest: +SKIP
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
+    accepts_loss_kwargs = False  # the model averages its own loss; Trainer must scale it for GA
+    supports_gradient_checkpointing = True
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: MultiTaskConfig):
+        super().__init__(config)
+        if not config.tasks:
+            raise ValueError("MultiTaskConfig.tasks is empty: a MultiTaskModel needs at least one task")
+        self.encoder = _encoder_from_config(config.encoder)
+        self.trunk, head_in = _build_trunk(config.hidden_size, config.trunk_hidden_sizes or [], config.trunk_dropout)
+        self.heads = nn.ModuleDict(
+            {
+                name: TaskHead(head_in, int(config.tasks[name]["num_labels"]), config.classifier_dropout)
+                for name in config.task_names
+            }
+        )
+        self.post_init()
+
+    # ---- construction helpers -------------------------------------------------------------------
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder_name_or_path: str,
+        tasks: Mapping[str, Mapping[str, Any]],
+        *,
+        pooling: str = "cls",
+        trunk_hidden_sizes: Sequence[int] | None = None,
+        classifier_dropout: float = 0.1,
+        trunk_dropout: float = 0.1,
+        task_groups: list | None = None,
+        **encoder_kwargs: Any,
+    ) -> MultiTaskModel:
+        """Build a multi-task model around a pretrained encoder (a Hub id or a local folder)."""
+        enc_config = AutoConfig.from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        config = MultiTaskConfig(
+            encoder=enc_config,
+            tasks={k: dict(v) for k, v in tasks.items()},
+            pooling=pooling,
+            trunk_hidden_sizes=list(trunk_hidden_sizes or []),
+            classifier_dropout=classifier_dropout,
+            trunk_dropout=trunk_dropout,
+            encoder_name_or_path=str(encoder_name_or_path),
+            task_groups=task_groups,
+        )
+        model = cls(config)
+        pretrained = _encoder_from_pretrained(encoder_name_or_path, **encoder_kwargs)
+        missing, unexpected = model.encoder.load_state_dict(pretrained.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"encoder weights from {encoder_name_or_path} lack {len(missing)} tensors, e.g. {missing[:3]}")
+        del pretrained
+        return model
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.config.task_names
+
+    def task_type(self, task: str) -> str:
+        return self.config.tasks[task]["type"]
+
+    def task_index(self, task: str) -> int:
+        try:
+            return self.config.task_names.index(task)
+        except ValueError:
+            raise KeyError(f"model has no head for task {task!r}; heads: {self.config.task_names}") from None
+
+    # ---- encoding -------------------------------------------------------------------------------
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        token_level: bool = False,
+    ) -> torch.Tensor:
+        """Run the encoder and pool: ``[B, H]`` (or ``[B, T, H]`` token states when ``token_level``)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        if token_level:
+            return hidden
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task_ids: torch.Tensor | int | None = None,
+        features: torch.Tensor | None = None,
+        return_features: bool = False,
+        return_dict: bool | None = None,
+    ) -> MultiTaskOutput:
+        task = self._batch_task(task_ids)
+        ttype = self.config.tasks[task]["type"]
+        token_level = ttype == "token_classification"
+        if features is None:
+            if input_ids is None:
+                raise ValueError("forward needs input_ids (or precomputed features in frozen mode)")
+            features = self.encode(input_ids, attention_mask, token_type_ids, token_level=token_level)
+        h = features
+        if self.trunk is not None:
+            h = self.trunk(h)
+        logits = self.heads[task](h)
+        if ttype == "regression":
+            logits = logits.squeeze(-1)
+        loss = compute_task_loss(ttype, logits, labels) if labels is not None else None
+        return MultiTaskOutput(loss=loss, logits=logits, features=features if return_features else None)
+
+    def _batch_task(self, task_ids: torch.Tensor | int | None) -> str:
+        names = self.config.task_names
+        if task_ids is None:
+            if len(names) == 1:
+                return names[0]
+            raise ValueError(f"task_ids is required: this model has {len(names)} heads ({names})")
+        if isinstance(task_ids, torch.Tensor):
+            first = int(task_ids.reshape(-1)[0])
+            if task_ids.numel() > 1 and not bool((task_ids == first).all()):
+                raise ValueError("a batch must hold one task (task_ids differ); use a task-homogeneous sampler")
+        else:
+            first = int(task_ids)
+        if not 0 <= first < len(names):
+            raise ValueError(f"task id {first} out of range for {len(names)} heads")
+        return names[first]
+
+    # ---- convenience ----------------------------------------------------------------------------
+    def freeze_encoder(self) -> None:
+        """Stop gradients to the encoder (``frozen`` mode): only trunk and heads train."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+
+    def head_module_names(self) -> list[str]:
+        """Names of the modules that must stay trainable under LoRA: every head and the trunk."""
+        names = [f"heads.{t}" for t in self.config.task_names]
+        if self.trunk is not None:
+            names.append("trunk")
+        return names
+
+    def predict(
+        self, task: str, texts: Sequence[Any], tokenizer: Any = None, batch_size: int = 32, return_scores: bool = False
+    ) -> list[Any]:
+        """Predict with the head ``task``: label names (classification), lists of label names (multilabel),
+        floats (regression) or one tag per word (token classification). ``texts``: strings, ``(a, b)`` pairs
+        or word lists. The tokenizer defaults to the one saved with the model. See :mod:`hf_taskgroup.training.predict`."""
+        from hf_taskgroup.training.predict import predict
+
+        return predict(self, task, texts, tokenizer=tokenizer, batch_size=batch_size, return_scores=return_scores)
+
+
+def compute_task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean loss of a batch for a task type: cross-entropy (classification), binary cross-entropy
+    with logits (multilabel), mean squared error (regression), token cross-entropy ignoring ``-100``."""
+    if task_type == "classification":
+        return F.cross_entropy(logits.float(), labels.long())
+    if task_type == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    if task_type == "regression":
+        return F.mse_loss(logits.float(), labels.float().reshape(logits.shape))
+    if task_type == "token_classification":
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.long().reshape(-1), ignore_index=-100)
+    raise ValueError(f"unknown task type {task_type!r}")
+
+
+def _encoder_init_kwargs(model_cls: type) -> dict[str, Any]:
+    params = inspect.signature(model_cls.__init__).parameters
+    return {"add_pooling_layer": False} if "add_pooling_layer" in params else {}
+
+
+def _encoder_from_config(config: PreTrainedConfig) -> PreTrainedModel:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    model_cls = MODEL_MAPPING[type(config)]
+    return AutoModel.from_config(config, **_encoder_init_kwargs(model_cls))
+
+
+def _encoder_from_pretrained(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    model_cls = MODEL_MAPPING[type(config)]
+    return AutoModel.from_pretrained(name_or_path, **_encoder_init_kwargs(model_cls), **kwargs)
+
+
+def apply_lora(
+    model: MultiTaskModel,
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.1,
+    target_modules: Sequence[str] | None = None,
+) -> Any:
+    """Wrap ``model`` with LoRA adapters on the encoder (peft); heads and trunk stay fully trainable
+    (``modules_to_save``) and are saved with the adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    if target_modules is None:
+        target_modules = _default_lora_targets(model.encoder)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        modules_to_save=model.head_module_names(),
+    )
+    return get_peft_model(model, config)
+
+
+def _default_lora_targets(encoder: nn.Module) -> list[str]:
+    names = {n.split(".")[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)}
+    for candidates in (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",)):
+        if set(candidates) <= names:
+            return list(candidates)
+    raise ValueError(
+        f"cannot guess LoRA target modules for {type(encoder).__name__}; pass lora_target_modules (linear layers: {sorted(names)})"
+    )
+
+
+AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
+AutoModel.register(MultiTaskConfig, MultiTaskModel, exist_ok=True)

