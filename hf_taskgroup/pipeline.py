@@ -1,8 +1,10 @@
 """The main job: task suite -> PVI -> grouping -> grouped and single-task models -> evaluation -> report
 -> model cards -> (optionally) the Hub.
 
-Every stage writes its artifacts atomically under one output folder and is skipped on re-run when its
-artifacts exist with the same settings, so a killed run resumes where it stopped::
+Every stage writes its artifacts atomically under one output folder, each sealed with a manifest (sizes,
+sha256, the fingerprint of its inputs: data content, tokenizer, model, settings; see
+:mod:`hf_taskgroup.artifacts`), and is skipped on re-run when its artifacts verify with the same inputs, so a
+killed run resumes where it stopped and a changed input recomputes what depends on it (docs/reliability.md)::
 
     <output_dir>/
       config.json                     the run's configuration
@@ -34,6 +36,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from hf_taskgroup.artifacts import (
+    ArtifactStore,
+    load_verified,
+    run_input_fingerprints,
+    stable_hash,
+    verify_all,
+)
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
 from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
@@ -164,6 +173,9 @@ class Pipeline:
         self.tasks = self.suite.task_names
         self.tokenizer = tokenizer
         self.model_factory = model_factory
+        self.store = ArtifactStore(self.out)  # verified reuse; ``store.reused`` goes into the report
+        self._given_tokenizer = tokenizer
+        self._inputs: dict[str, Any] | None = None
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._input_costs: dict[str, tuple[int, float]] = {}  # cost of building a method's inputs
@@ -187,6 +199,14 @@ class Pipeline:
 
     def _model_label(self) -> str:
         return self.config.model or "sentence-transformers/all-MiniLM-L6-v2"
+
+    def _input_fingerprints(self, tasks: list[str] | None = None) -> dict[str, Any]:
+        """Fingerprints of the run's inputs (data of ``tasks`` or of every task, tokenizer, model)."""
+        if self._inputs is None:
+            self._inputs = run_input_fingerprints(self.suite, model=self.config.model, tokenizer=self._given_tokenizer,
+                                                  model_factory=self.model_factory)
+        data = self._inputs["data"]
+        return {**self._inputs, "data": {t: data[t] for t in (tasks if tasks is not None else self.tasks)}}
 
     # ---- stages ---------------------------------------------------------------------------------
     def run(self, stop_after: str | None = None) -> PipelineResult | None:
@@ -246,11 +266,13 @@ class Pipeline:
         if self.model_factory is not None:
             def factory(infos: Mapping[str, Any], role: str) -> Any:
                 return self.model_factory(infos, cfg.seeds[0])
-        return compute_pvi(
+        results = compute_pvi(
             self.suite, settings=cfg.pvi_settings(), tokenizer=self._tok(), null=cfg.pvi_null,
             heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, output_dir=self.out / "pvi", model_factory=factory,
             progress=self.progress,
         )
+        self.store.reused += [f"pvi/{t}" for t, r in results.items() if getattr(r, "resumed", False)]
+        return results
 
     def _pvi_values(self, pvi: Mapping[str, Any]) -> dict[str, np.ndarray]:
         split = self.config.pvi_split
@@ -271,15 +293,14 @@ class Pipeline:
             path = self.out / "groupings" / f"{method}.json"
             params = self._method_params(method)
             identity = {"method": method, "params": params, "options": self.config.method_options.get(method, {}),
-                        "tasks": self.tasks, "settings": self._settings_stamp()}
+                        "tasks": self.tasks, "settings": self._settings_stamp(), "inputs": self._input_fingerprints()}
             if method in EVALUATOR_METHODS and self.config.evaluator_objective != "loss":
                 identity["evaluator_objective"] = self.config.evaluator_objective
             stamp = _stamp(identity)
-            if path.exists():
-                existing = Grouping.from_json(path)
-                if existing.provenance.get("pipeline_stamp") == stamp:
-                    out[method] = existing
-                    continue
+            existing = load_verified(self.store, path, stamp, Grouping.from_json)
+            if existing is not None:
+                out[method] = existing
+                continue
             inputs = self._method_inputs(method, pvi)
             if method == "pvi" and self.config.pvi_keep_collapsed_single:
                 grouping = self._pvi_grouping_without_collapsed(pvi, inputs["pvi"], params)
@@ -297,7 +318,9 @@ class Pipeline:
                 grouping.cost.seconds += sum(float(r.summary.get("seconds") or 0.0) for r in pvi.values())
                 grouping.cost.examples += sum(sum((r.summary.get("num_examples") or {}).values()) for r in pvi.values())
             grouping.provenance["pipeline_stamp"] = stamp
+            self.store.unseal(path)
             grouping.to_json(path)
+            self.store.seal(path, fingerprint=stamp)
             out[method] = grouping
         return out
 
@@ -399,17 +422,30 @@ class Pipeline:
         jobs = [(key, tasks, seed) for key, tasks in groups.items() for seed in self.config.seeds]
         for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
             path = self.out / "runs" / key / f"seed{seed}.json"
-            stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
-            if path.exists():
-                data = json.loads(path.read_text())
-                if data.get("stamp") == stamp:
+            stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp(),
+                            "inputs": self._input_fingerprints(tasks)})
+            keep = key in publish and seed == self.config.seeds[0]
+            model_dir = self.out / "runs" / key / "model"
+            # reused only when the scores verify and, for a published group, so does the saved model
+            if self.store.check(path, fingerprint=stamp, record=False).ok and (
+                    not keep or self.store.check(model_dir, fingerprint=stamp, record=False).ok):
+                data = load_verified(self.store, path, stamp, lambda p: json.loads(p.read_text(encoding="utf-8")))
+                if data is not None:
                     results.setdefault(key, {})[seed] = data
                     continue
-            keep = key in publish and seed == self.config.seeds[0]
-            res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep else None)
+            self.store.unseal(path)
+            if keep:
+                self.store.unseal(model_dir)
+                if model_dir.exists():
+                    import shutil
+
+                    shutil.rmtree(model_dir)
+            res = self._train(tasks, seed, save_dir=model_dir if keep else None)
+            if keep:
+                self.store.seal(model_dir, fingerprint=stamp)
             res["stamp"] = stamp
             res["group"] = tasks
-            atomic_write_json(path, res)
+            self.store.write_json(path, res, fingerprint=stamp)
             results.setdefault(key, {})[seed] = res
         return results
 
@@ -438,13 +474,19 @@ class Pipeline:
         dirs = {}
         for index, group in enumerate(grouping.groups):
             key = group_key(group)
-            source = self.out / "runs" / key / "model"
+            source = self.store.require(self.out / "runs" / key / "model", action="copy for publishing")
             target = self.out / "models" / method / key
+            self.store.unseal(target)
+            if target.exists():  # a fresh copy: nothing of an older model stays behind
+                import shutil
+
+                shutil.rmtree(target)
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
                 encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
             )
             write_group_model_folder(source, target, card)
+            self.store.seal(target)
             dirs[key] = target
         return dirs
 
@@ -455,6 +497,7 @@ class Pipeline:
 
         prefix = self.config.hub_prefix
         published = {}
+        verify_all([*model_dirs.values(), *(self.out / "pvi" / t / "dataset" for t in self.tasks)])  # refuse unverified
         pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=True)
         published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
         for i, (key, folder) in enumerate(model_dirs.items()):
@@ -473,7 +516,7 @@ class Pipeline:
         paths = write_report(
             self.out, evaluations, config=config, pvi_summaries={t: r.summary for t, r in pvi.items()},
             pvi_values=self._pvi_values(pvi), primary_method=self.config.primary_method, published=published,
-            timings=self.timings, split=self.config.eval_split,
+            timings=self.timings, split=self.config.eval_split, reused=self.store.reused,
         )
         return paths["report.md"]
 
@@ -486,9 +529,7 @@ def _load_suite(config: PipelineConfig) -> TaskSuite:
 
 
 def _stamp(payload: Mapping[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(payload)
 
 
 def run_pipeline(config: PipelineConfig | None = None, **kwargs: Any) -> PipelineResult | None:
