@@ -9,7 +9,7 @@
   :func:`tokenizer_fingerprint` (the serialized tokenizer). A stage stamps its artifacts with the
   fingerprint of its actual inputs, so editing a training file recomputes exactly what depends on it.
 - :class:`ArtifactStore` writes artifacts atomically and seals each with a *manifest*
-  (``<name>.manifest.json`` beside the file or folder) that records every file's size and sha256 and the
+  (``<name>.manifest``, JSON, beside the file or folder) that records every file's size and sha256 and the
   input fingerprint. :meth:`ArtifactStore.check` verifies them before reuse or publishing: a truncated or
   edited artifact is named in one :class:`ArtifactWarning` and treated as missing, so it is recomputed.
 
@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,16 +46,18 @@ T = TypeVar("T")
 
 #: Bumped when the manifest layout changes: a manifest of another version is treated as missing.
 MANIFEST_VERSION = 1
-MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_SUFFIX = ".manifest"
 
 __all__ = [
     "MANIFEST_SUFFIX",
     "MANIFEST_VERSION",
+    "ModelNotFoundError",
     "ArtifactCheck",
     "ArtifactError",
     "ArtifactStore",
     "ArtifactWarning",
     "canonical_json",
+    "check_model_path",
     "data_fingerprint",
     "file_sha256",
     "load_verified",
@@ -240,13 +243,66 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     identity: dict[str, Any] = {"class": type(tokenizer).__name__}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "to_str"):
-        identity["backend"] = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+        state = json.loads(backend.to_str())
+        for volatile in ("truncation", "padding"):  # set by each call (truncation=True, max_length=...), not identity
+            state.pop(volatile, None)
+        identity["backend"] = stable_hash(state, length=64)
     elif hasattr(tokenizer, "get_vocab"):
         identity["vocab"] = sorted(tokenizer.get_vocab().items())
     for attr in ("model_max_length", "padding_side", "truncation_side", "do_lower_case"):
         identity[attr] = getattr(tokenizer, attr, None)
     identity["special"] = {k: str(v) for k, v in (getattr(tokenizer, "special_tokens_map", None) or {}).items()}
     return stable_hash(identity)
+
+
+class ModelNotFoundError(ValueError):
+    """``--model`` names no usable model: a missing folder, a folder without ``config.json``, or (offline) a Hub
+    id that is not in the local cache. The message names the path.
+
+    Example::
+
+        >>> check_model_path("/no/such/folder")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ModelNotFoundError: model folder not found: /no/such/folder
+    """
+
+
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def check_model_path(model_name_or_path: str | os.PathLike[str] | None) -> str:
+    """Check a model argument before any work and return it (``None``: the demo model's folder).
+
+    A local folder must exist and hold ``config.json``; something that can only be a path (absolute,
+    ``./``, ``~``, more than one ``/``) must exist; a Hub id (``name`` or ``org/name``) is accepted, except
+    when ``HF_HUB_OFFLINE`` is set and it is not in the Hugging Face cache. Raises :class:`ModelNotFoundError`.
+
+    Example::
+
+        >>> check_model_path("sentence-transformers/all-MiniLM-L6-v2")
+        'sentence-transformers/all-MiniLM-L6-v2'
+    """
+    if model_name_or_path is None:
+        from hf_taskgroup.training.train import default_model_path
+
+        return default_model_path()
+    text = str(model_name_or_path)
+    path = Path(os.path.expanduser(text))
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(f"model {text!r} is a file, not a model folder (a folder with config.json)")
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model folder {path} has no config.json: not a saved model folder")
+        return text
+    if not text.strip() or text.startswith((".", "/", "~")) or "\\" in text or not _HUB_ID_RE.fullmatch(text):
+        raise ModelNotFoundError(f"model folder not found: {text}")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(text, "config.json"), str):
+            raise ModelNotFoundError(f"model {text!r}: no local folder of that name, and the Hub id is not in the "
+                                     "Hugging Face cache (HF_HUB_OFFLINE is set)")
+    return text
 
 
 # ---------------------------------------------------------------------------------- the store
@@ -267,7 +323,7 @@ class ArtifactCheck:
 class ArtifactStore:
     """Write and verify the artifacts under one folder (a run's output folder, or any cache folder).
 
-    Every artifact (a file or a folder) gets a manifest ``<name>.manifest.json`` written after it, atomically:
+    Every artifact (a file or a folder) gets a manifest ``<name>.manifest`` (JSON) written after it, atomically:
     ``{"manifest_version", "fingerprint", "files": {name: {"size", "sha256"}}}``. An artifact is reusable only
     when its manifest exists, has this version, records the expected input fingerprint, and every file
     listed has the recorded size and sha256 (a folder must hold exactly the listed files). So an artifact

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from hf_taskgroup.artifacts import (
     ArtifactStore,
+    check_model_path,
     load_verified,
     run_input_fingerprints,
     stable_hash,
@@ -229,6 +230,8 @@ class Pipeline:
                 cache.cache_dir = None
 
     def _run(self, stop_after: str | None) -> PipelineResult | None:
+        if self.model_factory is None or self._given_tokenizer is None:
+            check_model_path(self.config.model)  # a missing --model folder: one error naming it
         self.suite.validate()  # one clear error before any expensive work
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})

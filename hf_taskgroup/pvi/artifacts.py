@@ -2,7 +2,7 @@
 
 A task is *finished* when its ``summary.json`` exists and records the settings hash of the current
 run (settings, data content, model and tokenizer fingerprints) and its dataset folder verifies against
-``dataset.manifest.json`` (every file's size and sha256, see :mod:`hf_taskgroup.artifacts`); the dataset
+``dataset.manifest`` (every file's size and sha256, see :mod:`hf_taskgroup.artifacts`); the dataset
 is saved to a temporary folder, renamed and sealed before the summary is written (also atomically), so a
 run killed at any point leaves every finished task intact and no half-written task that looks finished,
 and a truncated arrow file is named in a warning and the task recomputed. :mod:`hf_taskgroup.publishing.pvi_dataset` reads these artifacts to publish them.

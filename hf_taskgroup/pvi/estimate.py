@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from hf_taskgroup.artifacts import model_fingerprint, tokenizer_fingerprint
+from hf_taskgroup.artifacts import check_model_path, model_fingerprint, tokenizer_fingerprint
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
 from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
@@ -248,6 +248,8 @@ def compute_pvi(
     if reserved:
         raise ValueError(f"training_args may not set {reserved}: compute_pvi controls them (use settings=/seed=)")
     settings = _resolve_settings(settings, model_name_or_path, seed)
+    if model_factory is None or tokenizer is None:
+        check_model_path(settings.model_name_or_path)  # a missing model folder: one error naming it
     if settings.finetune not in ("full", "lora", "frozen"):
         raise ValueError(f"settings.finetune must be full, lora or frozen, got {settings.finetune!r}")
     output_dir = Path(output_dir)
