@@ -409,8 +409,8 @@ def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
             continue
         try:
             row = json.loads(line)
-        except ValueError as err:
-            return number, str(err)
+        except json.JSONDecodeError as err:
+            return number, f"{err.msg} at column {err.colno}"
         if not isinstance(row, dict):
             return number, f"expected an object per line, got {type(row).__name__}"
     return None
