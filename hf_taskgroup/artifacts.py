@@ -431,12 +431,17 @@ class ArtifactStore:
                 return ArtifactCheck(path, "corrupt", f"files not in its manifest: {extra[:5]}")
         return ArtifactCheck(path, "ok")
 
-    def read_json(self, rel: str | os.PathLike[str], *, fingerprint: str | None = None) -> Any | None:
-        """The JSON content of a verified artifact, or None (missing, stale or corrupt: recompute it)."""
+    def read_json(self, rel: str | os.PathLike[str], *, fingerprint: str | None = None,
+                  requires: Sequence[str | os.PathLike[str]] = ()) -> Any | None:
+        """The JSON content of a verified artifact, or None (missing, stale or corrupt: recompute it).
+
+        ``requires``: companion artifacts (e.g. the model folder saved with a training's scores) that must
+        verify with the same fingerprint too, else the JSON is not reused either.
+        """
         path = self.path(rel)
-        check = self.check(path, fingerprint=fingerprint, record=False)
-        if not check.ok:
-            return None
+        for part in (path, *requires):
+            if not self.check(part, fingerprint=fingerprint, record=False).ok:
+                return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -445,6 +450,18 @@ class ArtifactStore:
             return None
         self.reused.append(self._rel(path))
         return data
+
+    def discard(self, *rels: str | os.PathLike[str]) -> None:
+        """Delete artifacts (files or folders) and their manifests before they are computed again."""
+        import shutil
+
+        for rel in rels:
+            path = self.path(rel)
+            self.unseal(path)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def require(self, rel: str | os.PathLike[str], *, fingerprint: str | None = None, action: str = "use") -> Path:
         """The artifact's path when it verifies, else :class:`ArtifactError` naming it (for publishing)."""

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -428,24 +427,15 @@ class Pipeline:
             stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp(),
                             "inputs": self._input_fingerprints(tasks)})
             keep = key in publish and seed == self.config.seeds[0]
-            model_dir = self.out / "runs" / key / "model"
-            # reused only when the scores verify and, for a published group, so does the saved model
-            if self.store.check(path, fingerprint=stamp, record=False).ok and (
-                    not keep or self.store.check(model_dir, fingerprint=stamp, record=False).ok):
-                data = load_verified(self.store, path, stamp, lambda p: json.loads(p.read_text(encoding="utf-8")))
-                if data is not None:
-                    results.setdefault(key, {})[seed] = data
-                    continue
-            self.store.unseal(path)
+            model_dir = [self.out / "runs" / key / "model"] if keep else []  # a published group's saved model
+            data = self.store.read_json(path, fingerprint=stamp, requires=model_dir)  # verified, same inputs
+            if data is not None:
+                results.setdefault(key, {})[seed] = data
+                continue
+            self.store.discard(path, *model_dir)
+            res = self._train(tasks, seed, save_dir=model_dir[0] if keep else None)
             if keep:
-                self.store.unseal(model_dir)
-                if model_dir.exists():
-                    import shutil
-
-                    shutil.rmtree(model_dir)
-            res = self._train(tasks, seed, save_dir=model_dir if keep else None)
-            if keep:
-                self.store.seal(model_dir, fingerprint=stamp)
+                self.store.seal(model_dir[0], fingerprint=stamp)
             res["stamp"] = stamp
             res["group"] = tasks
             self.store.write_json(path, res, fingerprint=stamp)
@@ -479,11 +469,7 @@ class Pipeline:
             key = group_key(group)
             source = self.store.require(self.out / "runs" / key / "model", action="copy for publishing")
             target = self.out / "models" / method / key
-            self.store.unseal(target)
-            if target.exists():  # a fresh copy: nothing of an older model stays behind
-                import shutil
-
-                shutil.rmtree(target)
+            self.store.discard(target)  # a fresh copy: nothing of an older model stays behind
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
                 encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
