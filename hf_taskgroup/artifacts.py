@@ -309,7 +309,8 @@ def check_model_path(model_name_or_path: str | os.PathLike[str] | None) -> str:
 @dataclass
 class ArtifactCheck:
     """The outcome of :meth:`ArtifactStore.check`: ``status`` is ``ok``, ``missing``, ``stale`` (made from
-    other inputs) or ``corrupt`` (truncated, edited or unsealed), with the reason in ``detail``."""
+    other inputs, or never sealed) or ``corrupt`` (truncated, edited, unreadable manifest), with the reason in
+    ``detail``."""
 
     path: Path
     status: str
@@ -328,8 +329,8 @@ class ArtifactStore:
     when its manifest exists, has this version, records the expected input fingerprint, and every file
     listed has the recorded size and sha256 (a folder must hold exactly the listed files). So an artifact
     killed half-way (no manifest yet), truncated, edited or made from other inputs is never reused;
-    :meth:`check` names a corrupt one in one :class:`ArtifactWarning`. Artifacts written by versions before
-    manifests existed have none and are therefore recomputed once.
+    :meth:`check` names a corrupt one (truncated, edited) in one :class:`ArtifactWarning` and logs the others.
+    Artifacts written by versions before manifests existed have none and are therefore recomputed once.
 
     ``reused`` lists (relative paths) what :meth:`read_json` / :meth:`check` accepted, for the report.
 
@@ -386,8 +387,8 @@ class ArtifactStore:
               record: bool = True) -> ArtifactCheck:
         """Verify an artifact against its manifest (and ``fingerprint`` when given).
 
-        A corrupt artifact (unsealed, truncated, edited, missing files) is named in one
-        :class:`ArtifactWarning` when ``warn``; a stale one (other inputs) is only logged.
+        A corrupt artifact (truncated, edited, missing files) is named in one :class:`ArtifactWarning` when
+        ``warn``; a stale one (other inputs, or no manifest) is only logged.
         """
         path = self.path(rel)
         result = self._check(path, fingerprint)
@@ -404,7 +405,8 @@ class ArtifactStore:
             return ArtifactCheck(path, "missing")
         mpath = self.manifest_path(path)
         if not mpath.is_file():
-            return ArtifactCheck(path, "corrupt", f"no manifest {mpath.name} (unfinished, or written by an older version)")
+            # benign: killed between writing and sealing, or written before manifests existed; recomputed quietly
+            return ArtifactCheck(path, "stale", f"no manifest {mpath.name} (unfinished, or written by an older version)")
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
             files = manifest["files"]

@@ -75,8 +75,12 @@ def test_store_reuses_only_verified_artifacts(tmp_path):
         assert not store.check("b.json").ok
     # an artifact without a manifest (killed before sealing, or an older version) is not reused
     atomic_write_json(tmp_path / "c.json", {"v": 1})
-    with pytest.warns(ArtifactWarning, match="no manifest"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # benign (a kill before sealing): recomputed without a warning
         assert store.read_json("c.json") is None
+    assert "no manifest" in store.check("c.json").detail
+    with pytest.raises(ArtifactError, match="no manifest"):
+        store.require("c.json", action="publish")
     assert store.check("missing.json").status == "missing"
 
 
