@@ -347,8 +347,12 @@ class ArtifactStore:
         self.reused: list[str] = []
 
     def path(self, rel: str | os.PathLike[str]) -> Path:
+        """An artifact's path: absolute paths and paths that already start with ``root`` are kept; others are
+        taken relative to ``root``."""
         rel = Path(rel)
-        return rel if rel.is_absolute() else self.root / rel
+        if rel.is_absolute() or rel.parts[: len(self.root.parts)] == self.root.parts:
+            return rel
+        return self.root / rel
 
     @staticmethod
     def manifest_path(path: Path) -> Path:

@@ -84,6 +84,17 @@ def test_store_reuses_only_verified_artifacts(tmp_path):
     assert store.check("missing.json").status == "missing"
 
 
+def test_store_takes_paths_relative_to_its_root_or_already_under_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = ArtifactStore("out")  # a relative output folder, as `--output_dir out` gives
+    store.write_json("out/groupings/a.json", {"v": 1}, fingerprint="f")
+    store.write_json("groupings/b.json", {"v": 2}, fingerprint="f")
+    assert (tmp_path / "out" / "groupings" / "a.json").is_file() and not (tmp_path / "out" / "out").exists()
+    assert store.read_json("groupings/a.json", fingerprint="f") == {"v": 1}
+    assert store.read_json("out/groupings/b.json", fingerprint="f") == {"v": 2}
+    assert store.reused == ["groupings/a.json", "groupings/b.json"]
+
+
 def test_store_verifies_folders_file_by_file(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
