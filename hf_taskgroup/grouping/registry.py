@@ -29,6 +29,7 @@ KNOWN_INPUTS = {
     "evaluator": "a GroupEvaluator: evaluator(tasks) -> {task: {'loss': ...}}",
     "collector": "a trainer-side collection of affinities",
     "group_value": "callable(tuple of task names) -> float to maximise",
+    "collapsed": "task names whose PVI model collapsed (the pvi method keeps them single-task by default)",
 }
 
 
@@ -105,6 +106,52 @@ def get_method(name: str) -> GroupingMethod:
     if entry is None:
         raise ValueError(f"unknown grouping method {name!r}; available: {sorted(_REGISTRY)}")
     return entry.func
+
+
+#: ``method_options`` of the methods that read a collected affinity matrix which configure the collection
+#: (one multi-task training), not the method: ``affinity_kind`` (clustering only: which matrix to cluster)
+#: and the options of :func:`~hf_taskgroup.grouping.evaluators.affinity_collection.collect_affinity`.
+COLLECTION_OPTIONS = ("affinity_kind", "every_k_steps", "task_subsample", "probe_batch_size", "lookahead_lr")
+COLLECTING_METHODS = ("transfer_gain", "tag", "clustering")
+
+
+def known_methods() -> list[str]:
+    """Names of every registered method (importing :mod:`hf_taskgroup.grouping` registers the built-in ones)."""
+    import hf_taskgroup.grouping  # noqa: F401
+
+    return sorted(_REGISTRY)
+
+
+def method_option_names(method: str) -> list[str]:
+    """The options ``method`` takes: its keyword parameters (not ``tasks``), plus the collection options of
+    the methods that collect an affinity matrix."""
+    import inspect
+
+    names = [k for k in inspect.signature(get_method(method)).parameters if k != "tasks"]
+    if method in COLLECTING_METHODS:
+        names += [o for o in COLLECTION_OPTIONS if o != "affinity_kind" or method == "clustering"]
+    return names
+
+
+def check_method_options(method: str, options: Mapping[str, Any], *, flag: str = "option") -> None:
+    """Refuse (``ConfigError``) an option that ``method`` does not take, naming the options it does take.
+
+    Example:
+        >>> check_method_options("all_in_one", {"num_groups": 2})
+        Traceback (most recent call last):
+        ...
+        hf_taskgroup.config.ConfigError: option: method 'all_in_one' does not take 'num_groups'; its options: seed
+    """
+    from hf_taskgroup.config import ConfigError
+
+    if method not in known_methods():
+        raise ConfigError(f"{flag}: unknown grouping method {method!r}; available: {', '.join(known_methods())}")
+    accepted = method_option_names(method)
+    needs = {n for need in _REGISTRY[method].needs for n in need.split("|")} | set(KNOWN_INPUTS)
+    for key in options:
+        if key not in accepted or key in needs:
+            shown = ", ".join(k for k in accepted if k not in needs) or "none"
+            raise ConfigError(f"{flag}: method {method!r} does not take {key!r}; its options: {shown}")
 
 
 def _describe(value: Any) -> str:
