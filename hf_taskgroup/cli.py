@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType, SimpleNamespace
 from typing import Any, NoReturn
 
@@ -171,33 +171,49 @@ class _Interrupts:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 internal error, 2 user error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = None
-    flags = SimpleNamespace(debug="--debug" in argv, verbose=False, quiet=False)
+    state = SimpleNamespace(command=None, flags=SimpleNamespace(debug="--debug" in argv, verbose=False, quiet=False))
+
+    def body() -> int:
+        rest, state.flags = _split_globals(argv)
+        state.command, config = parse(rest)
+        _configure_output(state.flags)
+        flags = state.flags
+        ctx = SimpleNamespace(progress=not flags.quiet, verbose=flags.verbose, quiet=flags.quiet, debug=flags.debug)
+        return int(_commands()[state.command].run(config, ctx) or 0)
+
+    return run_guarded(body, state=state)
+
+
+def run_guarded(body: Callable[[], Any], *, state: SimpleNamespace | None = None, debug: bool | None = None) -> int:
+    """Run ``body()`` inside the CLI's error boundary and return the exit code (used by ``main`` and scripts/).
+
+    Example::
+
+        >>> run_guarded(lambda: 0)
+        0
+    """
+    if state is None:
+        state = SimpleNamespace(command=None, flags=SimpleNamespace(
+            debug=bool(debug) if debug is not None else "--debug" in sys.argv, verbose=False, quiet=False))
     with _Interrupts() as interrupts:
         try:
-            argv, flags = _split_globals(argv)
-            command, config = parse(argv)
-            _configure_output(flags)
-            module = _commands()[command]
-            ctx = SimpleNamespace(progress=not flags.quiet, verbose=flags.verbose, quiet=flags.quiet, debug=flags.debug)
-            code = int(module.run(config, ctx) or 0)
+            code = int(body() or 0)
         except KeyboardInterrupt:
             print(f"{PROG}: {INTERRUPTED_MESSAGE}", file=sys.stderr)
             return 130
         except _user_errors() as err:
-            if flags.debug:
+            if state.flags.debug:
                 traceback.print_exc()
             print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
-            print(_hint(err, command), file=sys.stderr)
+            print(_hint(err, state.command), file=sys.stderr)
             return 2
         except SystemExit:
             raise
         except Exception as err:  # an internal error: one line, the traceback with --debug
-            if flags.debug:
+            if state.flags.debug:
                 traceback.print_exc()
-                print(f"{PROG}: internal error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-            else:
-                print(f"{PROG}: internal error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+            print(f"{PROG}: internal error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+            if not state.flags.debug:
                 print("re-run with --debug for the traceback", file=sys.stderr)
             return 1
     if interrupts.seen:  # a library swallowed the KeyboardInterrupt: still not a success

@@ -41,4 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from hf_taskgroup.cli import run_guarded
+
+    argv = [a for a in sys.argv[1:] if a != "--debug"]
+    sys.exit(run_guarded(lambda: main(argv) and 0, debug=len(argv) < len(sys.argv) - 1))
