@@ -660,7 +660,7 @@ class GroupCommandConfig(GroupJobArguments, SeedArguments, GroupingOptions, PVIG
             raise ConfigError("--output is required (where to write the grouping JSON)")
         from hf_taskgroup.grouping.registry import check_method_options
 
-        check_method_options(self.method, self.method_options_given(), flag="--option")
+        check_method_options(self.method, self.method_options_given(), flag="--option", collection=False)
         if self.tasks is not None:
             self.check_tasks(self.tasks)
 

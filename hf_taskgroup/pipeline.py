@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -221,14 +222,13 @@ class Pipeline:
             "pvi_null", "pvi_heldout", "pvi_split", "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
 
     def _method_params(self, method: str) -> dict[str, Any]:
-        import inspect
 
-        from hf_taskgroup.grouping.registry import get_method
+        from hf_taskgroup.grouping.registry import method_config_class
 
         params = dict(self.config.method_options.get(method, {}))
         for option in COLLECTION_OPTIONS:  # pipeline-level options of the affinity collection, read by _method_inputs
             params.pop(option, None)
-        accepted = inspect.signature(get_method(method)).parameters
+        accepted = {f.name for f in dataclasses.fields(method_config_class(method))}
         for name in ("num_groups", "max_group_size"):
             value = getattr(self.config, name)
             if value is not None and name in accepted and name not in params:
@@ -239,41 +239,45 @@ class Pipeline:
             params.setdefault("keep_collapsed_single", self.config.pvi_keep_collapsed_single)
         unknown = [k for k in params if k not in accepted]
         if unknown:
-            raise ValueError(f"method {method!r} has no option(s) {unknown}; options: {sorted(accepted)[1:]}")
+            raise ValueError(f"method {method!r} has no option(s) {unknown}; options: {sorted(accepted)}")
         return params
 
     def _method_inputs(self, method: str, pvi: Mapping[str, Any]) -> dict[str, Any]:
+        """The method's declared inputs, built by the one input resolver (as ``hf-taskgroup group`` does)."""
+        from hf_taskgroup.grouping.inputs import InputSources, resolve_inputs
+
         cfg = self.config
         settings = cfg.train_settings(cfg.seeds[0])
-        if method == "pvi":
-            split = cfg.pvi_split
-            collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(split)]
-            return {"pvi": self._pvi_values(pvi), "collapsed": collapsed}
-        if method in AFFINITY_METHODS or method == "clustering":
+        options = dict(cfg.method_options.get(method, {}))
+
+        def pvi_values() -> tuple[dict[str, np.ndarray], list[str]]:  # the grouping split only, never test
+            collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(cfg.pvi_split)]
+            return self._pvi_values(pvi), collapsed
+
+        def affinity(kind: str) -> np.ndarray:
             from hf_taskgroup.grouping.evaluators.affinity_collection import collect_affinity
 
-            options = dict(cfg.method_options.get(method, {}))
-            kind = method if method in AFFINITY_METHODS else options.get("affinity_kind", "tag")
             collection = {k: options[k] for k in COLLECTION_OPTIONS[1:] if k in options}
             result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
                                       output_path=self.out / "affinity" / f"{kind}.json", **collection)
             # one MTL training with collection: its whole wall time (training + lookaheads)
             self._input_costs[method] = (1, float(result.params.get("wall_seconds", result.seconds)))
-            return {"affinity": result.matrix}
-        if method in EVALUATOR_METHODS:
+            return result.matrix
+
+        def evaluator() -> Any:
             from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
             factory = None
             if self.model_factory is not None:
                 def factory(infos: Mapping[str, Any], *args: Any) -> Any:
                     return self.model_factory(infos, cfg.seeds[0])
-            evaluator = make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
-                                             tokenizer=self._tok(), model_factory=factory,
-                                             objective=cfg.evaluator_objective)
-            return {"evaluator": ColdCostEvaluator(evaluator)}
-        if method == "task_embedding":
-            return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}
-        return {}
+            return ColdCostEvaluator(make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
+                                                          tokenizer=self._tok(), model_factory=factory,
+                                                          objective=cfg.evaluator_objective))
+
+        sources = InputSources(tasks=list(self.tasks), pvi=pvi_values, affinity=affinity, evaluator=evaluator,
+                               suite=self.suite, settings=settings, tokenizer=self._tok())
+        return resolve_inputs(method, sources, options)
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
         """Train every group of every method plus every single task, for every seed (resumable per run)."""

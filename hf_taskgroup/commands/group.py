@@ -147,57 +147,58 @@ def run(config: GroupCommandConfig, ctx: Any = None) -> int:
 
 
 def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
-    import inspect
-
-    from hf_taskgroup.grouping.registry import available_methods, get_method, group_tasks
+    """The method's inputs from the command's sources (``--pvi_dir``, ``--affinity``, ``--suite``), built by the
+    one input resolver the pipeline uses too, then the method."""
+    from hf_taskgroup.grouping.inputs import InputSources
+    from hf_taskgroup.grouping.registry import group_tasks, method_inputs
 
     method = config.method
-    needs = {n for need in available_methods()[method]["needs"] for n in need.split("|")}
-    kwargs = config.method_options_given()
-    kwargs["seed"] = config.seed
-    params = inspect.signature(get_method(method)).parameters
+    declared = method_inputs(method)
+    options = config.method_options_given()
+    options["seed"] = config.seed
     suite = _suite(config) if config.suite else None
     tasks = list(config.tasks) if config.tasks else (suite.task_names if suite is not None else None)
-    if suite is not None and _trains(method, params, needs, config):
-        config.check_model()  # the model exists and --max_length fits it, before any training
-    pvi = None
-    collection = None
-    if "pvi" in params:
+    loaded: dict[str, Any] = {}
+    if "pvi" in declared:
         if not config.pvi_dir:
             raise ConfigError(f"method {method!r} needs --pvi_dir (PVI artifacts from `hf-taskgroup pvi`)")
-        pvi = load_pvi_values(config.pvi_dir, tasks, (config.pvi_split,))
-        tasks = tasks or sorted(pvi)
-        kwargs["pvi"] = pvi
-        if "collapsed" in params:
-            kwargs["collapsed"] = load_collapsed(config.pvi_dir, tasks, config.pvi_split)
-            kwargs.setdefault("keep_collapsed_single", config.pvi_keep_collapsed_single)
-    if "affinity" in params and "affinity" in needs:
+        loaded["pvi"] = load_pvi_values(config.pvi_dir, tasks, (config.pvi_split,))
+        tasks = tasks or sorted(loaded["pvi"])
+        options.setdefault("keep_collapsed_single", config.pvi_keep_collapsed_single)
+    if "affinity" in declared:
         if config.affinity:
-            tasks, kwargs["affinity"] = load_affinity(config.affinity, tasks)
-        elif method in COLLECTED and suite is not None:
-            config.check_tasks(tasks)
-            collection = _collect(config, suite, tasks, method)
-            kwargs["affinity"] = collection.matrix
-        else:
+            tasks, loaded["affinity"] = load_affinity(config.affinity, tasks)
+        elif not (method in COLLECTED and suite is not None):
             raise ConfigError(f"method {method!r} needs --affinity" + (" or --suite (to collect it)" if method in COLLECTED else ""))
-    if "evaluator" in params and "evaluator" in needs:
-        if suite is None:
-            raise ConfigError(f"method {method!r} trains groups: it needs --suite")
+    if ("evaluator" in declared or "suite" in declared) and suite is None and "affinity" not in declared:
+        raise ConfigError(f"method {method!r} trains models: it needs --suite")
+    if not tasks:
+        raise ConfigError(f"no tasks: give --tasks, --suite{' or --pvi_dir' if 'pvi' not in declared else ''}")
+    config.check_tasks(tasks)
+    if suite is not None and ("evaluator" in declared or "suite" in declared or "affinity" not in loaded):
+        config.check_model()  # the model exists and --max_length fits it, before any training
+    collections: list[Any] = []
+
+    def affinity(kind: str) -> Any:
+        if "affinity" in loaded:
+            return loaded["affinity"]
+        collections.append(_collect(config, suite, tasks, kind))
+        return collections[-1].matrix
+
+    def evaluator() -> Any:
         from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
-        config.check_tasks(tasks)
-        kwargs["evaluator"] = make_suite_evaluator(suite, config.train_settings(config.seed), _cache(config, "groups"),
-                                                   seed=config.seed, objective=config.evaluator_objective)
-    if "suite" in params and "embeddings" in params:
-        if suite is None:
-            raise ConfigError(f"method {method!r} fine-tunes each task: it needs --suite")
-        config.check_tasks(tasks)
-        kwargs.update(suite=suite, settings=config.train_settings(config.seed), cache_dir=_cache(config, "task_embedding"))
-    if not tasks:
-        raise ConfigError(f"no tasks: give --tasks, --suite{' or --pvi_dir' if pvi is None else ''}")
-    config.check_tasks(tasks)
-    grouping = group_tasks(method, tasks, **kwargs)
-    if collection is not None:
+        return make_suite_evaluator(suite, config.train_settings(config.seed), _cache(config, "groups"),
+                                    seed=config.seed, objective=config.evaluator_objective)
+
+    sources = InputSources(
+        tasks=list(tasks), affinity=affinity, evaluator=evaluator if suite is not None else None, suite=suite,
+        pvi=(lambda: (loaded["pvi"], load_collapsed(config.pvi_dir, tasks, config.pvi_split))) if "pvi" in loaded else None,
+        settings=config.train_settings(config.seed) if suite is not None else None,
+        cache_dir=_cache(config, "task_embedding"),
+    )
+    grouping = group_tasks(method, tasks, sources=sources, **options)
+    for collection in collections:
         grouping.cost.trainings += 1
         grouping.cost.seconds += collection.seconds
         grouping.provenance["affinity_collection"] = {
@@ -206,11 +207,7 @@ def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
         }
     grouping.provenance.setdefault("command", "hf-taskgroup group")
     grouping.provenance.setdefault("config", config.to_dict())
-    return grouping, pvi
-
-
-def _trains(method: str, params: Mapping[str, Any], needs: set[str], config: GroupCommandConfig) -> bool:
-    return ("evaluator" in needs or "suite" in params or (method in COLLECTED and not config.affinity))
+    return grouping, loaded.get("pvi")
 
 
 def _suite(config: GroupCommandConfig) -> Any:
