@@ -205,6 +205,23 @@ def _normalise_field(obj: Any, f: dataclasses.Field) -> None:
     object.__setattr__(obj, f.name, value)
 
 
+def check_against_spine(obj: Any, names: Mapping[str, str]) -> None:
+    """Check ``obj``'s attributes (``attribute -> spine field``) with the spine fields' ranges and choices.
+
+    Lets library dataclasses that mirror spine fields (``TrainSettings``) enforce the same rules.
+    """
+    spine_fields = {f.name: f for cls in (ModelArguments, GroupTrainingArguments) for f in fields(cls)}
+    for attr, name in names.items():
+        value = getattr(obj, attr)
+        if value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            try:
+                _check_value(name, v, spine_fields[name].metadata)
+            except ConfigError as err:
+                raise ConfigError(str(err).replace(f"--{name}", attr if attr != name else f"--{name}", 1)) from None
+
+
 @dataclass
 class ConfigBase:
     """Base of every config part: field checks and each part's ``_check`` run once in ``__post_init__``."""

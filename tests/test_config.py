@@ -252,3 +252,16 @@ def test_resolved_config_round_trips():
     assert data["num_train_epochs"] == 3.0 and data["pvi_learning_rate"] == 5e-5
     again = PipelineConfig(**data)
     assert again.to_dict() == data
+
+
+@pytest.mark.parametrize("kwargs, named", [({"num_train_epochs": 0}, "num_train_epochs"),
+                                           ({"learning_rate": -1.0}, "learning_rate"),
+                                           ({"per_device_train_batch_size": 0}, "per_device_train_batch_size"),
+                                           ({"trunk_hidden_sizes": [8, 0]}, "trunk_hidden_sizes"),
+                                           ({"max_length": 0}, "max_length"),
+                                           ({"finetune": "half"}, "finetune")])
+def test_train_settings_enforce_the_spine_ranges(kwargs, named):
+    from hf_taskgroup.training.train import TrainSettings
+
+    with pytest.raises(ConfigError, match=named):
+        TrainSettings(**kwargs)

@@ -133,6 +133,7 @@ def run(config: GroupCommandConfig, ctx: Any = None) -> int:
         for name, info in available_methods().items():
             needs = ", ".join(info["needs"]) or "-"
             print(f"{name:<16} needs: {needs:<22} {info['description']}")
+            print(f"{'':<16} options: {', '.join(info['options']) or '-'}")
         return 0
     grouping, pvi = _group(config)
     grouping.to_json(config.output)

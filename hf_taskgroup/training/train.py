@@ -19,7 +19,14 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_taskgroup.config import FINETUNE_MODES, ConfigError, ModelArguments, TrainJobArguments, mode_default
+from hf_taskgroup.config import (
+    FINETUNE_MODES,
+    ConfigError,
+    ModelArguments,
+    TrainJobArguments,
+    check_against_spine,
+    mode_default,
+)
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.training.metrics import primary_metric
 
@@ -77,6 +84,10 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
             raise ConfigError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+        # the same ranges as the configuration spine (one declaration): epochs/lr > 0, sizes >= 1
+        check_against_spine(self, {"num_train_epochs": "num_train_epochs", "learning_rate": "learning_rate",
+                                   "per_device_train_batch_size": "batch_size", "max_length": "max_length",
+                                   "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling"})
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
         self.num_train_epochs = self.resolved_epochs()
         self.learning_rate = self.resolved_learning_rate()

@@ -84,6 +84,7 @@ def test_list_methods(capsys):
     assert main(["group", "--list_methods"]) == 0
     out = capsys.readouterr().out
     assert "task_embedding" in out and "needs: affinity" in out
+    assert "options: test, correction, alpha" in out  # each method lists its options
 
 
 @pytest.mark.parametrize("method", ["transfer_gain", "tag"])
