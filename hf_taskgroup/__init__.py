@@ -18,6 +18,7 @@ _LAZY = {
     "Grouping": "hf_taskgroup.grouping",
     "group_tasks": "hf_taskgroup.grouping",
     "PipelineConfig": "hf_taskgroup.pipeline",
+    "ConfigError": "hf_taskgroup.config",
     "run_pipeline": "hf_taskgroup.pipeline",
 }
 
@@ -32,6 +33,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ConfigError",
     "Grouping",
     "PVICallback",
     "PipelineConfig",
