@@ -255,7 +255,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     return stable_hash(identity)
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(FileNotFoundError):
     """``--model`` names no usable model: a missing folder, a folder without ``config.json``, or (offline) a Hub
     id that is not in the local cache. The message names the path.
 

@@ -111,3 +111,25 @@ def test_missing_model_folder_is_one_error_before_any_work(tmp_path):
     with pytest.raises(ModelNotFoundError, match="model folder not found"):
         pipe.run()
     assert not out.exists()  # nothing was started
+
+
+CLI_CASES = ["empty split file (0 bytes)", "malformed JSONL line", "null text"]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_refuses_a_bad_suite_in_one_line_with_exit_2(tmp_path, case):
+    import subprocess
+    import sys
+
+    _, files, entry, expected = next(c for c in CASES if c[0] == case)
+    suite = _write_suite(tmp_path, files, entry)
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "hf_taskgroup.cli", "run", "--suite", str(suite), "--output_dir", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    error = [line for line in lines if line.startswith("hf-taskgroup: error:")]
+    assert len(error) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    for piece in expected:
+        assert piece in error[0], (piece, error[0])
+    assert not out.exists()  # refused before any work
