@@ -105,11 +105,13 @@ def test_missing_model_folder_is_one_error_before_any_work(tmp_path):
     missing = tmp_path / "no" / "such-model"
     with pytest.raises(ModelNotFoundError, match=f"^model folder not found: {re.escape(str(missing))}$"):
         check_model_path(str(missing))
+    from hf_taskgroup.config import ConfigError
+
     out = tmp_path / "run"
-    pipe = Pipeline(PipelineConfig(output_dir=str(out), model=str(missing)), suite=tiny_suite(("classification",)),
-                    progress=False)
-    with pytest.raises(ModelNotFoundError, match="model folder not found"):
-        pipe.run()
+    # the configuration refuses it first (the pipeline and compute_pvi also call check_model_path)
+    with pytest.raises((ModelNotFoundError, ConfigError), match=re.escape(str(missing))):
+        Pipeline(PipelineConfig(output_dir=str(out), model=str(missing)), suite=tiny_suite(("classification",)),
+                 progress=False).run()
     assert not out.exists()  # nothing was started
 
 
