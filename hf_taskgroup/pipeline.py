@@ -9,6 +9,7 @@ artifacts exist with the same settings, so a killed run resumes where it stopped
       pvi/<task>/dataset, summary.json   PVI-annotated data per task (stage "pvi")
       affinity/<kind>.json             collected affinity matrices (transfer_gain, tag)
       cache/evaluator/                 trainings of search methods (exhaustive, affinity_search, surrogate)
+      cache/grad_estimate/             grad_estimate's projected gradients at its base model
       groupings/<method>.json          one Grouping per method (stage "group")
       runs/<group>/seed<k>.json        per-task scores of every trained group (stage "train")
       models/<method>/<group>/         the published method's group models with README.md cards
@@ -386,6 +387,13 @@ class Pipeline:
             return {"evaluator": ColdCostEvaluator(evaluator)}
         if method == "task_embedding":
             return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}
+        if method == "grad_estimate":  # one base training + its gradients, cached (charged at their cold cost)
+            factory = None
+            if self.model_factory is not None:
+                def factory(infos: Mapping[str, Any], *args: Any) -> Any:
+                    return self.model_factory(infos, cfg.seeds[0])
+            return {"suite": self.suite, "settings": settings, "tokenizer": self._tok(), "model_factory": factory,
+                    "cache_dir": self.out / "cache" / "grad_estimate"}
         return {}
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:

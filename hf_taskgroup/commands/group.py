@@ -11,6 +11,8 @@ Inputs are built from what the method needs (see ``--list_methods``):
 - ``exhaustive`` / ``affinity_search`` / ``surrogate``: a cached evaluator training groups of ``--suite``
   (results cached in ``--cache_dir``).
 - ``task_embedding``: fine-tunes each task of ``--suite`` (embeddings cached in ``--cache_dir``).
+- ``grad_estimate``: trains one base model on ``--suite`` and estimates every subset from its gradients
+  (cached in ``--cache_dir``; frozen mode uses a 256-unit shared trunk unless ``--trunk_hidden_sizes``).
 
 Method options: ``--num_groups``, ``--max_group_size``, ``--test``, ``--margin``, ``--correction``,
 ``--alpha``, ``--budget`` and any other keyword with ``--option KEY=VALUE`` (JSON values); an option the
@@ -75,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--batch_size", type=int, default=32)
     t.add_argument("--pooling", default="mean", choices=["mean", "cls"])
     t.add_argument("--trunk_hidden_sizes", type=lambda s: [int(x) for x in _csv(s)], default=None,
-                   help="shared trunk, e.g. 256 (default: 256 for transfer_gain/tag in frozen mode, else none)")
+                   help="shared trunk, e.g. 256 (default: 256 for transfer_gain/tag/grad_estimate in frozen mode, else none)")
     t.add_argument("--max_length", type=int, default=128)
     c = p.add_argument_group("affinity collection (transfer_gain, tag without --affinity)")
     c.add_argument("--every_k_steps", type=int, default=10)
@@ -217,7 +219,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
     trunk = args.trunk_hidden_sizes
     if trunk is None:
-        trunk = [256] if args.method in COLLECTED and args.finetune == "frozen" and not args.affinity else []
+        shares_trunk = args.method in (*COLLECTED, "grad_estimate") and not args.affinity
+        trunk = [256] if shares_trunk and args.finetune == "frozen" else []
     return TrainSettings(model_name_or_path=args.model, finetune=args.finetune, pooling=args.pooling,
                          trunk_hidden_sizes=trunk, max_length=args.max_length, num_train_epochs=args.epochs,
                          learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size, seed=args.seed)
@@ -259,6 +262,10 @@ def _group(args: argparse.Namespace) -> tuple[Any, dict | None]:
         from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
         kwargs["evaluator"] = make_suite_evaluator(suite, _settings(args), _cache(args, "groups"), seed=args.seed)
+    if "suite" in params and "gradients" in params:  # grad_estimate: one base training, gradients cached
+        if suite is None:
+            raise ValueError(f"method {method!r} trains one base model: it needs --suite")
+        kwargs.update(suite=suite, settings=_settings(args), cache_dir=_cache(args, "grad_estimate"))
     if "suite" in params and "embeddings" in params:
         if suite is None:
             raise ValueError(f"method {method!r} fine-tunes each task: it needs --suite")
