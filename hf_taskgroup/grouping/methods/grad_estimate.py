@@ -251,6 +251,14 @@ class GradientFeatures:
     def tasks(self) -> list[str]:
         return list(self.units)
 
+    def estimator(self, **options: Any) -> GradientEstimator:
+        """The :class:`GradientEstimator` with these options, memoised: searches on the same gradients share fits."""
+        memo = self.__dict__.setdefault("_estimators", {})
+        key = tuple(sorted(options.items()))
+        if key not in memo:
+            memo[key] = GradientEstimator(self, **options)
+        return memo[key]
+
     @property
     def dim(self) -> int:
         first = next(iter(next(iter(self.units.values())).values()))
@@ -478,6 +486,7 @@ class GradientEstimator:
         self.trainings = 0  # the GroupEvaluator protocol: estimates train nothing
         self.fits = 0
         self.fit_seconds = 0.0
+        self.requested: list[tuple[str, ...]] = []  # every subset asked for, in order (repeats included)
         self._weights: dict[tuple[str, ...], np.ndarray] = {}
         self._results: dict[tuple[str, ...], dict[str, dict[str, float]]] = {}
 
@@ -546,6 +555,7 @@ class GradientEstimator:
 
     def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
         group = self._check(tasks)
+        self.requested.append(group)
         if group not in self._results:
             est = self.losses(group, self.weights(group))
             base = self.losses(group)
@@ -732,15 +742,17 @@ def grad_estimate(
     missing = [t for t in names if t not in gradients.units]
     if missing:
         raise ValueError(f"gradients have no task(s) {missing}; they cover {gradients.tasks}")
-    estimator = GradientEstimator(gradients, regularization=cfg.regularization, split=cfg.split, max_iter=cfg.max_iter)
+    estimator = gradients.estimator(regularization=cfg.regularization, split=cfg.split, max_iter=cfg.max_iter)
+    fits_before, fit_seconds_before, calls_before = estimator.fits, estimator.fit_seconds, len(estimator.requested)
     step, affinity = _search(names, estimator, cfg)
-    estimates = {"+".join(g): {t: v["loss"] for t, v in r.items()} for g, r in estimator._results.items()}
+    used = list(dict.fromkeys(estimator.requested[calls_before:]))
+    estimates = {"+".join(g): {t: v["loss"] for t, v in estimator._results[g].items()} for g in used}
     scores: dict[str, Any] = {
-        "base_loss": estimator.base_losses(),
+        "base_loss": estimator.losses(names),
         "estimated_losses": estimates,
         "subsets_estimated": len(estimates),
-        "fits": estimator.fits,
-        "fit_seconds": estimator.fit_seconds,
+        "fits": estimator.fits - fits_before,
+        "fit_seconds": estimator.fit_seconds - fit_seconds_before,
         "search_step": {"method": step.method, "objective": step.objective, "params": step.params},
         "gradient_info": {k: v for k, v in gradients.info.items() if k not in ("parameters", "settings")},
     }
