@@ -153,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"MRE {row['mean_relative_error']:.3f}, gain sign {row['gain_sign_agreement']:.2f}; "
               f"surrogate rank {row['surrogate']['rank']}, exhaustive rank {row['exhaustive']['rank']}", flush=True)
 
+    # reference predictors, for scale: every subset predicted by the task's trained single-task loss, or by the
+    # base model's loss (the estimate at w = 0)
+    pairs_y = [(g, t, trained[g][t]["val_loss"]) for g in subsets for t in g]
+    base_loss = feats.estimator(regularization=args.regularization[0]).base_losses()
+    references = {
+        "mre_single_task_loss": float(np.mean([abs(trained[(t,)][t]["val_loss"] - y) / y for _, t, y in pairs_y])),
+        "mre_base_model_loss": float(np.mean([abs(base_loss[t] - y) / y for _, t, y in pairs_y])),
+        "spearman_pooled_base_model_loss": spearman([base_loss[t] for _, t, _ in pairs_y], [y for *_, y in pairs_y]),
+    }
     n_seeds = len(oracle["seeds"])
     oracle_seconds_one_seed = float(oracle["oracle_train_seconds"]) / n_seeds
     oracle_seconds_in_run = 2 ** (len(tasks) - 1) * base_seconds
@@ -173,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "cost_fraction_vs_recorded_oracle": cost / oracle_seconds_one_seed,
         "cost_fraction_vs_in_run_oracle": cost / oracle_seconds_in_run,
         "targets": {"cost_fraction": 0.03, "mean_relative_error": 0.05, "spearman": 0.8},
+        "references": references,
         "rows": rows,
     }
     path = write_results(name, payload)
@@ -183,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  for r in rows]))
     print(f"cost {cost:.1f}s = {payload['cost_fraction_vs_recorded_oracle']:.3f} of the recorded oracle (one seed, "
           f"{oracle_seconds_one_seed:.0f}s), {payload['cost_fraction_vs_in_run_oracle']:.3f} of 2^(n-1) x this base training")
+    print("references: " + ", ".join(f"{k} {v:.3f}" for k, v in references.items()))
     print(f"wrote {path}; gradients cached under {RESULTS_DIR.name}/evidence/{name}/gradients")
 
 

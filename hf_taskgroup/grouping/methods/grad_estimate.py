@@ -178,16 +178,21 @@ class GaussianProjector:
     def cached_bytes(self) -> int:
         return sum(int(b.numel()) * 4 for b in self._blocks.values())
 
-    def block(self, index: int) -> Any:
+    def block(self, index: int, device: Any = None) -> Any:
+        """Block ``index`` (generated on the CPU, so identical on every device), on ``device`` (default CPU)."""
         import torch
 
         hit = self._blocks.get(index)
         if hit is not None:
+            if device is not None and hit.device != torch.device(device):
+                hit = self._blocks[index] = hit.to(device)  # kept where it is used
             return hit
         rows = min(self.chunk_size, self.num_params - index * self.chunk_size)
         seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{index}".encode()).digest()[:8], "little") & (2**63 - 1)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         block = torch.randn(rows, self.dim, generator=gen) / math.sqrt(self.dim)
+        if device is not None:
+            block = block.to(device)
         if self.cache:
             self._blocks[index] = block
         return block
@@ -201,7 +206,7 @@ class GaussianProjector:
         out = torch.zeros(flat.shape[0], self.dim, dtype=torch.float32, device=flat.device)
         for i in range(self.num_blocks):
             start = i * self.chunk_size
-            block = self.block(i).to(flat.device)
+            block = self.block(i, flat.device)
             out += flat[:, start:start + block.shape[0]].float() @ block
         return out
 
@@ -209,7 +214,7 @@ class GaussianProjector:
         """The whole matrix (tests and small problems only)."""
         import torch
 
-        return torch.cat([self.block(i) for i in range(self.num_blocks)])
+        return torch.cat([self.block(i).cpu() for i in range(self.num_blocks)])
 
 
 # ------------------------------------------------------------------------------------------- gradients
