@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--projection-dim", type=int, default=GradEstimateConfig.projection_dim)
+    parser.add_argument("--max-units-per-example", type=int, default=8,
+                        help="labelled tokens per NER sentence that get a gradient (seeded; bounds the CPU time)")
     parser.add_argument("--regularization", type=float, nargs="+", default=[1.0, 0.1],
                         help="values compared; the first is the one whose partition and cost are reported")
     args = parser.parse_args(argv)
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     encode_seconds = time.perf_counter() - t0
     del probe
 
-    cfg = GradEstimateConfig(projection_dim=args.projection_dim, regularization=args.regularization[0])
+    cfg = GradEstimateConfig(projection_dim=args.projection_dim, regularization=args.regularization[0],
+                             max_units_per_example=args.max_units_per_example)
     t0 = time.perf_counter()
     feats = train_and_collect_gradients(suite, tasks, settings, cfg, tokenizer=tokenizer, cache_dir=out / "gradients")
     collect_seconds = time.perf_counter() - t0
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for search in ("surrogate", "exhaustive"):  # surrogate first: its fits are its own (timed in its cost)
             start = time.perf_counter()
             g = group_tasks("grad_estimate", tasks, gradients=feats, regularization=reg, search=search,
-                            projection_dim=args.projection_dim)
+                            projection_dim=args.projection_dim, max_units_per_example=args.max_units_per_example)
             seconds = base_seconds + grad_seconds + (time.perf_counter() - start)
             rank, value = rank_of(g.groups)
             searches[search] = {"groups": g.groups, "rank": rank, "score": value, "seconds": seconds,
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cost = main_row["surrogate"]["seconds"]
     payload = {
         "study": "grad_estimate_validation", "tasks": tasks, "settings": settings.to_dict(), "max_train": max_train,
-        "gradient_config": {"projection_dim": args.projection_dim, "split": cfg.split, "search_default": cfg.search,
+        "gradient_config": {"projection_dim": args.projection_dim, "max_units_per_example": args.max_units_per_example, "split": cfg.split, "search_default": cfg.search,
                             "grouping_default": cfg.grouping},
         "environment": environment(), "units": feats.info["units"], "num_parameters": feats.info["num_parameters"],
         "base_train_seconds": base_seconds, "gradient_seconds": grad_seconds, "encode_seconds_excluded": encode_seconds,

@@ -113,7 +113,7 @@ class GradEstimateConfig:
     max_units_per_example: int | None = field(default=None, metadata={
         "help": "At most this many labelled tokens (token classification) or labels (multilabel) per example."})
     batch_size: int | None = field(default=None, metadata={
-        "help": "Examples per forward pass of the gradient pass (default: 64 frozen, 1 otherwise)."})
+        "help": "Examples per forward pass of the gradient pass (default: 64 pooled rows in frozen mode, else 1)."})
     chunk_size: int = field(default=1 << 16, metadata={"help": "Parameters per block of the projection matrix."})
     projection_cache_mb: float = field(default=512.0, metadata={
         "help": "Keep the projection blocks in memory when they fit in this many MB; else regenerate them per batch."})
@@ -393,7 +393,13 @@ def compute_gradient_features(
     projector = GaussianProjector(num_params, config.projection_dim, seed=config.seed, chunk_size=config.chunk_size,
                                   cache_mb=config.projection_cache_mb)
     per_call = max(1, int(config.buffer_mb * 2**20 // (4 * num_params)))
-    batch_size = config.batch_size or (64 if finetune == "frozen" else 1)
+    # a unit's backward runs over its whole batch: one example per forward when an example has many units
+    # (tokens) or when the encoder trains, a batch of pooled rows otherwise
+    def batch_size_of(task_type: str) -> int:
+        if config.batch_size is not None:
+            return int(config.batch_size)
+        return 64 if finetune == "frozen" and task_type != "token_classification" else 1
+
     device = device if device is not None else next(model.parameters()).device
     rng = np.random.default_rng(config.seed)
     was_training = model.training
@@ -406,6 +412,7 @@ def compute_gradient_features(
         for task, splits in datasets.items():
             ttype = base.config.tasks[task]["type"]
             kinds[task] = "squared" if ttype == "regression" else "logistic"
+            batch_size = batch_size_of(ttype)
             for split, ds in splits.items():
                 order = np.arange(len(ds))
                 if config.max_examples is not None and len(ds) > config.max_examples:
