@@ -5,6 +5,7 @@ import pytest
 import torch
 from utils import tiny_bert_config, tiny_model, tiny_suite, tiny_tokenizer
 
+from hf_taskgroup.config import ConfigError
 from hf_taskgroup.data.collator import MultiTaskDataCollator
 from hf_taskgroup.grouping import Grouping, available_methods, group_tasks
 from hf_taskgroup.grouping.methods.grad_estimate import (
@@ -199,7 +200,7 @@ def test_method_is_registered_and_returns_a_valid_grouping_with_cost(tiny_run):
                     model_factory=factory, projection_dim=8, search="exhaustive")
     assert g.cost.trainings == 1 and g.scores["subsets_estimated"] == 7
     assert g.scores["gradient_info"]["train_seconds"] > 0
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(ConfigError, match="does not take 'projection_dims'"):
         group_tasks("grad_estimate", suite.task_names, gradients=feats, projection_dims=16)
 
 

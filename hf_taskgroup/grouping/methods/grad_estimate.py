@@ -709,6 +709,7 @@ def _build_signature(func: Any) -> inspect.Signature:
     "grad_estimate",
     needs=("gradients|suite",),
     description="Li, Sharma, Zhang 2024 (Grad-TAG): subset losses estimated from one training's projected gradients",
+    config=GradEstimateConfig,
 )
 def grad_estimate(
     tasks: Sequence[str],
