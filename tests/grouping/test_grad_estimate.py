@@ -136,7 +136,17 @@ def test_linearised_estimate_prefers_the_twin_over_an_unrelated_task():
 
 
 @pytest.fixture(scope="module")
-def tiny_run():
+def own_feature_cache():
+    """A fresh process-wide feature cache for this module: its frozen encodings do not leak into other tests."""
+    from hf_taskgroup.training import features
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features, "_DEFAULT_CACHE", features.FeatureCache())
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(own_feature_cache):
     suite = tiny_suite(TYPES)
     tok = tiny_tokenizer()
     settings = TrainSettings(finetune="frozen", trunk_hidden_sizes=[8], num_train_epochs=2, per_device_train_batch_size=8)
@@ -213,7 +223,7 @@ def test_frozen_mode_without_a_shared_trunk_is_a_clear_error(tiny_run):
 
 
 @pytest.mark.slow
-def test_lora_mode_takes_gradients_of_the_adapters_and_trunk_only():
+def test_lora_mode_takes_gradients_of_the_adapters_and_trunk_only(own_feature_cache):
     suite = tiny_suite(("classification", "regression"))
     tok = tiny_tokenizer()
     settings = TrainSettings(finetune="lora", trunk_hidden_sizes=[4], num_train_epochs=1, per_device_train_batch_size=8)
