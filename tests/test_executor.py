@@ -121,6 +121,24 @@ def test_serial_executor_returns_in_order_and_reports_each_result():
     assert seen == [(0, 30), (1, 10), (2, 20)]
 
 
+def test_each_result_is_cached_as_it_arrives_so_a_killed_run_resumes(tmp_path):
+    calls = []
+
+    def train_fn(tasks):
+        calls.append(list(tasks))
+        if tasks == ["c"] and len(calls) == 3:
+            raise KeyboardInterrupt  # the driver is stopped during the third training
+        return {t: {"loss": float(len(t))} for t in tasks}
+
+    groups = [["a"], ["b"], ["c"], ["d"]]
+    with pytest.raises(KeyboardInterrupt):
+        CachedEvaluator(train_fn, tmp_path, {}, executor=RecordingExecutor()).evaluate_many(groups)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    again = CachedEvaluator(train_fn, tmp_path, {}, executor=RecordingExecutor())
+    assert [r[g[0]]["loss"] for r, g in zip(again.evaluate_many(groups), groups)] == [1.0] * 4
+    assert again.trainings == 2 and calls[3:] == [["c"], ["d"]]
+
+
 def test_searches_hand_all_their_groups_to_a_parallel_executor(tmp_path):
     """exhaustive / surrogate / affinity_search prefetch their groups in one dispatch when the executor is
     parallel, and get the same grouping as the serial executor."""
