@@ -1,7 +1,7 @@
 """Serial vs Ray executor: wall time of ``evaluate_many`` over 8 groups, side by side in one run.
 
 Four real tasks of ``../shared/data`` (small train subsets), MiniLM fully fine-tuned (``finetune="full"``),
-one epoch: 8 groups (4 single tasks + 4 pairs), each a training of seconds. The same groups are trained by
+64 validation/test rows, one epoch: 8 groups (4 single tasks + 4 pairs), each a training of seconds. The same groups are trained by
 (1) the serial executor in this process with 1 torch thread and (2) a local Ray with 2 workers (``num_cpus=2``,
 1 CPU and 1 torch thread per training). Ray's start-up (``ray.init`` plus the first task on each worker,
 which imports torch/transformers) is timed apart from the search; the results of both are checked equal.
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-eval", type=int, default=64, help="validation/test rows kept per task")
     parser.add_argument("--overhead-calls", type=int, default=40)
     args = parser.parse_args(argv)
     max_train = args.max_train or (32 if args.quick else 64)
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SharedDataUnavailable as err:
         print(f"SKIPPED: {err}")
         return
+    suite = _cap_eval(suite, args.max_eval)
     import ray
     import torch
 
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"mean training time per group (on a Ray worker): {sum(per_group.values()) / len(per_group):.1f} s")
     print(f"results identical to serial: {identical}; load average at the end: {os.getloadavg()}")
     out = {
-        "benchmark": "ray_executor", "tasks": TASKS, "groups": GROUPS, "max_train": max_train,
+        "benchmark": "ray_executor", "tasks": TASKS, "groups": GROUPS, "max_train": max_train, "max_eval": args.max_eval,
         "settings": settings.to_dict(), "serial_seconds": serial_wall, "ray_seconds": ray_wall,
         "speedup": speedup, "ray_startup_seconds": startup, "overhead_seconds_per_task": overhead,
         "overhead_calls": args.overhead_calls, "training_seconds_per_group": per_group,
@@ -115,6 +117,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     path = write_results("ray_executor_quick" if args.quick else "ray_executor", out)
     print(f"wrote {path}")
+
+
+def _cap_eval(suite: Any, max_eval: int) -> Any:
+    """The suite with at most ``max_eval`` rows in every split but train (the first rows; labels kept)."""
+    from common import entry_kwargs
+
+    from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
+
+    specs = []
+    for spec in suite:
+        data = {split: ds if split == "train" else ds.select(range(min(max_eval, len(ds))))
+                for split, ds in spec.load().items()}
+        kwargs = {k: v for k, v in entry_kwargs(spec).items() if k not in ("data_files", "label_names")}
+        specs.append(TaskSpec(**kwargs, data=data, label_names=spec.get_label_names()))
+    return TaskSuite(specs, name=f"{suite.name}_eval{max_eval}")
 
 
 def _warm(item: int) -> int:

@@ -204,7 +204,9 @@ class RayExecutor:
             raise ImportError('executor="ray" needs Ray: pip install "hf-taskgroup[ray]"') from err
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report is sent from a run
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            kwargs: dict[str, Any] = {}
+            if self.address is None or not self.address.startswith("ray://"):  # Ray Client takes neither
+                kwargs.update(include_dashboard=False, log_to_driver=False)
             if self.address is not None:
                 kwargs["address"] = self.address
             kwargs.update(self.init_kwargs)

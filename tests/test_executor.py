@@ -159,23 +159,37 @@ def test_searches_hand_all_their_groups_to_a_parallel_executor(tmp_path):
     assert rec.calls[0][1] >= 4 and len(rec.calls) < parallel.trainings
 
 
-def test_pipeline_and_pvi_dispatch_through_the_executor(tmp_path):
+PIPELINE_SUITE = tiny_suite(("classification", "regression"))
+
+
+def run_pipeline_with(out, executor=None, **kw):
+    config = PipelineConfig(output_dir=str(out), methods=["exhaustive", "all_in_one"], seeds=[0, 1], epochs=1,
+                            batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_epochs=1, **kw)
+    pipe = Pipeline(config, suite=PIPELINE_SUITE, tokenizer=tiny_tokenizer(), model_factory=factory, progress=False)
+    if executor is not None:
+        pipe.executor = executor
+    return pipe, pipe.run()
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory):
+    """The pipeline through a recording (serial) executor: (output folder, executor, result)."""
+    out = tmp_path_factory.mktemp("recorded") / "run"
+    rec = RecordingExecutor()
+    _, result = run_pipeline_with(out, rec)
+    return out, rec, result
+
+
+def test_pipeline_and_pvi_dispatch_through_the_executor(recorded_run):
     """stage_pvi (one call per task), the evaluator (exhaustive's groups) and stage_train (groups x seeds) all
     go through the pipeline's executor; the driver writes the artifacts."""
-    suite = tiny_suite(("classification", "regression"))
-    config = PipelineConfig(output_dir=str(tmp_path / "run"), methods=["exhaustive", "all_in_one"], seeds=[0, 1],
-                            epochs=1, batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic",
-                            pvi_epochs=1)
-    pipe = Pipeline(config, suite=suite, tokenizer=tiny_tokenizer(), model_factory=factory, progress=False)
-    pipe.executor = rec = RecordingExecutor()
-    pipe.run(stop_after="train")
+    out, rec, _ = recorded_run
     descs = {d: n for d, n in rec.calls}
     assert descs["PVI"] == 2
     assert any(d.startswith("training groups") and n == 3 for d, n in rec.calls)  # 2 singles + the pair
     assert descs["Training groups"] == 3 * 2  # {sent}, {sim}, {sent, sim} x 2 seeds
-    runs = sorted(p.relative_to(tmp_path / "run" / "runs").as_posix() for p in (tmp_path / "run" / "runs").rglob("seed*.json"))
-    assert len(runs) == 6
-    published = [p for p in (tmp_path / "run" / "runs").glob("*/model") if (p / "config.json").exists()]
+    assert len(list((out / "runs").rglob("seed*.json"))) == 6
+    published = [p for p in (out / "runs").glob("*/model") if (p / "config.json").exists()]
     assert published, "the published group's model was written by the driver"
 
 
@@ -257,22 +271,24 @@ def test_a_worker_that_dies_mid_training_is_retried_with_identical_results(tmp_p
     ev.train_fn = DieOnce(ev.train_fn, marker, ["ex_a", "ex_b"])
     with pytest.raises(RuntimeError, match="worker died"):
         ev.evaluate_many(GROUPS[:4])
+    # an error raised by the training itself is not retried: it propagates with its type and message
+    with pytest.raises(ValueError, match="bad group 3"):
+        RayExecutor(max_retries=2).map(fail_on_three, [1, 2, 3])
+
+
+def fail_on_three(item):
+    if item == 3:
+        raise ValueError(f"bad group {item}")
+    return item
 
 
 @pytest.mark.slow
-def test_ray_pipeline_pvi_and_seeds_equal_serial(tmp_path, ray_local):
-    suite = tiny_suite(("classification", "regression"))
-
-    def run(name, **kw):
-        config = PipelineConfig(output_dir=str(tmp_path / name), methods=["exhaustive", "all_in_one"], seeds=[0, 1],
-                                epochs=1, batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_epochs=1, **kw)
-        pipe = Pipeline(config, suite=suite, tokenizer=tiny_tokenizer(), model_factory=factory, progress=False)
-        return pipe, pipe.run()
-
-    _, serial = run("serial")
-    pipe, ray_run = run("ray", executor="ray")
+def test_ray_pipeline_pvi_and_seeds_equal_serial(tmp_path, ray_local, recorded_run):
+    serial_out, _, serial = recorded_run
+    pipe, ray_run = run_pipeline_with(tmp_path / "ray", executor="ray")
     assert isinstance(pipe.executor, RayExecutor)
     assert {m: g.groups for m, g in ray_run.groupings.items()} == {m: g.groups for m, g in serial.groupings.items()}
+
     def scores(run):  # everything but the wall time in the cost
         out = {m: e.to_dict() for m, e in run.evaluations.items()}
         for e in out.values():
@@ -280,15 +296,17 @@ def test_ray_pipeline_pvi_and_seeds_equal_serial(tmp_path, ray_local):
         return out
 
     assert scores(ray_run) == scores(serial)
-    for task in suite.task_names:  # PVI (trained null): per-example values equal
+    for task in PIPELINE_SUITE.task_names:  # PVI with the trained null: same V-information
         a = json.loads((tmp_path / "ray" / "pvi" / task / "summary.json").read_text())
-        b = json.loads((tmp_path / "serial" / "pvi" / task / "summary.json").read_text())
+        b = json.loads((serial_out / "pvi" / task / "summary.json").read_text())
         assert a["v_information"] == b["v_information"]
-    for seed_file in (tmp_path / "serial" / "runs").rglob("seed*.json"):
-        twin = tmp_path / "ray" / seed_file.relative_to(tmp_path / "serial")
+    seed_files = list(serial_out.glob("runs/*/seed*.json"))
+    assert len(seed_files) == 6
+    for seed_file in seed_files:  # every group x seed: the same per-task scores
+        twin = tmp_path / "ray" / seed_file.relative_to(serial_out)
         assert json.loads(twin.read_text())["tasks"] == json.loads(seed_file.read_text())["tasks"]
     model = next((tmp_path / "ray" / "runs").glob("*/model"))
-    twin = tmp_path / "serial" / model.relative_to(tmp_path / "ray")
+    twin = serial_out / model.relative_to(tmp_path / "ray")
     assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in twin.iterdir())
     assert np.array_equal(np.frombuffer((model / "model.safetensors").read_bytes(), np.uint8),
                           np.frombuffer((twin / "model.safetensors").read_bytes(), np.uint8))
