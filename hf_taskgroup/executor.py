@@ -269,7 +269,8 @@ class RayExecutor:
         return results
 
     def close(self) -> None:
-        """Shut down the local Ray this executor started (a joined or pre-existing Ray is left running)."""
+        """Disconnect from the Ray this executor initialised: a local Ray it started stops, a joined cluster keeps
+        running; a Ray that was already initialised in this process is left alone."""
         if self._started:
             import ray
 
