@@ -115,6 +115,19 @@ def test_executor_options_are_checked_before_any_work():
         make_executor(42)
 
 
+def test_run_command_flags_come_from_the_executor_fields(monkeypatch):
+    from hf_taskgroup import cli, pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda config: seen.setdefault("config", config) and 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["run", "--executor", "ray", "--ray_address", "auto", "--num_gpus_per_training", "0.5",
+                  "--max_retries", "4"])
+    config = seen["config"]
+    assert (config.executor, config.ray_address, config.num_gpus_per_training, config.max_retries) == ("ray", "auto", 0.5, 4)
+    assert config.num_cpus_per_training == 1.0
+
+
 def test_serial_executor_returns_in_order_and_reports_each_result():
     seen = []
     assert SerialExecutor().map(lambda x: x * 10, [3, 1, 2], on_result=lambda i, r: seen.append((i, r))) == [30, 10, 20]

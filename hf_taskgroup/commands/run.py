@@ -50,7 +50,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--push_to_hub", action="store_true")
     p.add_argument("--hub_prefix", default=None, help="repo prefix, e.g. my-user/demo -> my-user/demo-group0, my-user/demo-pvi")
     p.add_argument("--private", action="store_true", default=None)
+    _add_dataclass_flags(p)
     p.set_defaults(func=run)
+
+
+def _add_dataclass_flags(p: argparse.ArgumentParser) -> None:
+    """Flags generated from the fields of ``ExecutorOptions`` (name, default, help), not written by hand."""
+    import dataclasses
+
+    from hf_taskgroup.executor import ExecutorOptions
+
+    for f in dataclasses.fields(ExecutorOptions):
+        p.add_argument(f"--{f.name}", type=type(f.default) if f.default is not None else str, default=f.default,
+                       help=f.metadata.get("help"))
+
+
+def _dataclass_values(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    from hf_taskgroup.executor import ExecutorOptions
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(ExecutorOptions)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         evaluator_objective=args.evaluator_objective,
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         trunk_hidden_sizes=args.trunk_hidden_sizes, max_length=args.max_length, publish_method=args.publish_method,
-        push_to_hub=args.push_to_hub, hub_prefix=args.hub_prefix, private=args.private,
+        push_to_hub=args.push_to_hub, hub_prefix=args.hub_prefix, private=args.private, **_dataclass_values(args),
     )
     start = time.perf_counter()
     result = run_pipeline(config)
