@@ -444,7 +444,8 @@ def prefetch(evaluator: Any, groups: Iterable[Sequence[str]]) -> None:
     executor = getattr(evaluator, "executor", None)
     if not getattr(executor, "parallel", False) or not callable(getattr(evaluator, "evaluate_many", None)):
         return
-    groups = [list(g) for g in groups]
+    is_cached = getattr(evaluator, "is_cached", lambda g: False)
+    groups = [list(g) for g in groups if not is_cached(g)]
     if groups:
         evaluator.evaluate_many(groups, progress=True)
 
