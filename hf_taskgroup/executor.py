@@ -207,8 +207,8 @@ class RayExecutor:
             kwargs: dict[str, Any] = {}
             if self.address is None or not self.address.startswith("ray://"):  # Ray Client takes neither
                 kwargs.update(include_dashboard=False, log_to_driver=False)
-            if self.address is not None:
-                kwargs["address"] = self.address
+            # None: a new local Ray, even when RAY_ADDRESS or a `ray start` cluster exists ("local" forces that)
+            kwargs["address"] = self.address if self.address is not None else "local"
             kwargs.update(self.init_kwargs)
             logger.info("starting Ray (address=%s)", self.address or "a new local instance")
             ray.init(**kwargs)
