@@ -27,12 +27,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from hf_taskgroup.config import ExecutorArguments
 
 logger = logging.getLogger(__name__)
 
@@ -69,42 +70,9 @@ class Resources:
             raise ValueError("a training needs some resource: num_cpus and num_gpus are both 0")
 
 
-@dataclass
-class ExecutorOptions:
-    """The executor knobs of a run (a dataclass mixed into run configurations such as ``PipelineConfig``).
-
-    Example:
-        >>> ExecutorOptions(executor="ray", ray_address="auto").make_executor().address
-        'auto'
-    """
-
-    executor: str = field(default="serial", metadata={
-        "help": "where independent trainings run: 'serial' (one after another in this process) or 'ray' "
-                "(Ray tasks; needs `pip install \"hf-taskgroup[ray]\"`)"})
-    ray_address: str | None = field(default=None, metadata={
-        "help": "executor='ray': the cluster to join ('auto' for the one `ray start` set up on this node, or "
-                "'ray://host:10001'); default: a local Ray started for the run"})
-    num_cpus_per_training: float = field(default=1.0, metadata={
-        "help": "executor='ray': CPU cores each training reserves (and its torch threads)"})
-    num_gpus_per_training: float = field(default=0.0, metadata={
-        "help": "executor='ray': GPUs each training reserves (1 = one training per GPU; fractions share a GPU)"})
-    max_retries: int = field(default=2, metadata={
-        "help": "executor='ray': how many times a training whose worker process died is started again"})
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
-        Resources(self.num_cpus_per_training, self.num_gpus_per_training)  # validates
-        if self.ray_address is not None and self.executor != "ray":
-            raise ValueError(f"ray_address={self.ray_address!r} needs executor='ray' (got {self.executor!r})")
-
-    def make_executor(self) -> Executor:
-        """The executor these options describe (a :class:`RayExecutor` does not start Ray until it is used)."""
-        return make_executor(self.executor, ray_address=self.ray_address,
-                             resources=Resources(self.num_cpus_per_training, self.num_gpus_per_training),
-                             max_retries=self.max_retries)
+#: The executor knobs (``executor``, ``ray_address``, ``num_cpus_per_training``, ``num_gpus_per_training``,
+#: ``max_retries``), declared once in the configuration spine and part of ``PipelineConfig``.
+ExecutorOptions = ExecutorArguments
 
 
 @runtime_checkable
@@ -316,6 +284,3 @@ def make_executor(executor: str | Executor | None = "serial", *, ray_address: st
     return executor
 
 
-def executor_fields() -> Sequence[str]:
-    """The names of the executor knobs (they never change results, so no cache key or stamp includes them)."""
-    return [f.name for f in dataclasses.fields(ExecutorOptions)]
