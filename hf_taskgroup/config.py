@@ -41,7 +41,7 @@ from typing import Any
 __all__ = [
     "ConfigError", "FINETUNE_MODES", "POOLING_MODES", "MODE_DEFAULTS", "mode_default",
     "SuiteArguments", "ModelArguments", "GroupTrainingArguments", "PVIArguments", "PVIGroupingArguments",
-    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments",
+    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments", "ExecutorArguments",
     "TrainJobArguments", "PVIJobArguments", "PrecisionArguments", "GroupJobArguments",
     "PipelineConfig", "TrainCommandConfig", "PVICommandConfig", "GroupCommandConfig",
     "ConfigParser", "make_parser", "parse_config", "load_config_file", "config_to_cli",
@@ -444,6 +444,43 @@ class PublishArguments(ConfigBase):
 
 
 @dataclass
+class ExecutorArguments(ConfigBase):
+    """Where independent trainings run (:mod:`hf_taskgroup.executor`; docs/ray.md). Never changes results.
+
+    Example::
+
+        >>> ExecutorArguments(executor="ray", ray_address="auto").make_executor().address
+        'auto'
+    """
+
+    executor: str = knob("serial", choices=("serial", "ray"),
+                         help="where independent trainings run: serial (one after another in this process) or ray "
+                              "(Ray tasks; needs `pip install \"hf-taskgroup[ray]\"`)")
+    ray_address: str | None = knob(None, help="--executor ray: the cluster to join (auto: the one `ray start` set up "
+                                              "on this node; ray://host:10001); default: a local Ray for the run")
+    num_cpus_per_training: float = knob(1.0, ge=0, help="--executor ray: CPU cores each training reserves (and its "
+                                                        "torch threads)")
+    num_gpus_per_training: float = knob(0.0, ge=0, help="--executor ray: GPUs each training reserves (1: one "
+                                                        "training per GPU; fractions share a GPU)")
+    max_retries: int = knob(2, ge=0, help="--executor ray: how often a training whose worker process died is "
+                                          "started again")
+
+    def _check(self) -> None:
+        if self.num_cpus_per_training == 0 and self.num_gpus_per_training == 0:
+            raise ConfigError("--num_cpus_per_training and --num_gpus_per_training are both 0: a training needs "
+                              "some resource")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ConfigError(f"--ray_address {self.ray_address!r} needs --executor ray (got {self.executor!r})")
+
+    def make_executor(self) -> Any:
+        """The executor these settings describe (a Ray executor starts Ray only when it dispatches)."""
+        from hf_taskgroup.executor import Resources, make_executor
+
+        return make_executor(self.executor, ray_address=self.ray_address, max_retries=self.max_retries,
+                             resources=Resources(self.num_cpus_per_training, self.num_gpus_per_training))
+
+
+@dataclass
 class SeedArguments(ConfigBase):
     """One seed (commands that train once)."""
 
@@ -537,7 +574,7 @@ class _SettingsMixin:
 
 
 @dataclass
-class PipelineConfig(PublishArguments, HubArguments, RunArguments, GroupingArguments, GroupingOptions,
+class PipelineConfig(ExecutorArguments, PublishArguments, HubArguments, RunArguments, GroupingArguments, GroupingOptions,
                      PVIGroupingArguments, PVIArguments, GroupTrainingArguments, ModelArguments, SuiteArguments,
                      _SettingsMixin):
     """Settings of one pipeline run (``hf-taskgroup run``; all JSON-able; written resolved to ``config.json``).
