@@ -45,6 +45,38 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def _context_size(model: Any) -> int | None:
+    """The model's maximum sequence length, where its config says it (``None``: unbounded or unknown)."""
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _left_padded(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, attention mask and position ids of left-padded sequences (positions count real tokens only)."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s):] = torch.tensor(s)
+        mask[r, width - len(s):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+def _forward_tail(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions (``logits_to_keep`` where the model supports it: no full-vocab
+    logits for the whole prompt)."""
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+    except TypeError:  # a model without logits_to_keep
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions)
+    return out.logits[:, -keep:]
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model: Any,
@@ -60,17 +92,20 @@ def continuation_logprobs(
 
     The prefix is tokenized with the tokenizer's special tokens (a BOS where the model uses one), the
     continuation without, and the two id lists are concatenated (so the continuation's tokens are the same
-    for every prefix). A prefix longer than ``max_prompt_tokens`` loses its oldest tokens. ``normalize``
+    for every prefix). A prefix longer than ``max_prompt_tokens``, or than the model's context minus the
+    continuation, loses its oldest tokens. ``normalize``
     divides by the continuation's token count (label words of different lengths compete fairly).
     """
     device = _device(model)
+    context = _context_size(model)
     encoded = []
     for prefix, cont in pairs:
         text = render_prefix(tokenizer, prefix, chat)
-        p = _ids(tokenizer, text, special=not chat)[-max_prompt_tokens:]
         c = _ids(tokenizer, cont, special=False)
         if not c:
             raise ValueError(f"continuation {cont!r} tokenizes to nothing")
+        keep = max_prompt_tokens if context is None else min(max_prompt_tokens, context - len(c))
+        p = _ids(tokenizer, text, special=not chat)[-keep:]
         encoded.append((p, c))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     out = np.zeros(len(encoded), dtype=np.float64)
@@ -78,19 +113,15 @@ def continuation_logprobs(
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         seqs = [encoded[i][0] + encoded[i][1] for i in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
+        ids, mask, positions = _left_padded(seqs, pad)
+        # left padding puts every continuation at the end, so only the last positions need logits
+        keep = max(len(encoded[i][1]) for i in chunk) + 1
+        logits = _forward_tail(model, ids.to(device), mask.to(device), positions.to(device), keep)
+        logp = torch.log_softmax(logits.float(), dim=-1)
         for r, i in enumerate(chunk):
-            p, c = encoded[i]
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logp.device)
-            targets = torch.tensor(c, device=logp.device)
-            total = logp[r, positions, targets].sum().item()
+            c = encoded[i][1]
+            rows = torch.arange(keep - len(c) - 1, keep - 1, device=logp.device)
+            total = logp[r, rows, torch.tensor(c, device=logp.device)].sum().item()
             out[i] = total / len(c) if normalize else total
     return out
 
@@ -109,18 +140,15 @@ def generate(
     """Greedy continuations of ``prefixes`` (new text only), batched with left padding."""
     device = _device(model)
     pad = _pad_id(tokenizer)
-    encoded = [_ids(tokenizer, render_prefix(tokenizer, p, chat), special=not chat)[-max_prompt_tokens:] for p in prefixes]
+    context = _context_size(model)
+    keep = max_prompt_tokens if context is None else min(max_prompt_tokens, context - max_new_tokens)
+    encoded = [_ids(tokenizer, render_prefix(tokenizer, p, chat), special=not chat)[-keep:] for p in prefixes]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(encoded)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            seq = encoded[i]
-            ids[r, width - len(seq):] = torch.tensor(seq)
-            mask[r, width - len(seq):] = 1
+        ids, mask, _ = _left_padded([encoded[i] for i in chunk], pad)
+        width = ids.shape[1]
         generated = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=pad,

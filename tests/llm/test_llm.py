@@ -134,6 +134,18 @@ def test_a_second_run_reuses_saved_predictions_and_a_changed_setting_recomputes(
                      output_dir=tmp_path, progress=False)
 
 
+def test_prompts_longer_than_the_context_keep_their_end(tok):
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    model = GPT2LMHeadModel(cfg).eval()
+    long_prefix = " ".join(["the cell"] * 40)
+    scores = continuation_logprobs(model, tok, [(long_prefix, " good")], max_prompt_tokens=1024)
+    assert np.isfinite(scores).all()
+    from hf_taskgroup.llm.scoring import generate
+
+    out = generate(model, tok, [long_prefix], max_new_tokens=4, max_prompt_tokens=1024)
+    assert isinstance(out[0], str)
+
+
 def test_parse_number_and_bad_settings():
     assert parse_number("The score is 3.5 out of 5") == 3.5
     assert parse_number("-.5") == -0.5
