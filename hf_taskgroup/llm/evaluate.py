@@ -29,13 +29,14 @@ import math
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
+from hf_taskgroup.config import LLMArguments
+from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, TaskValidationError
 from hf_taskgroup.llm.prompts import NO, YES, PromptBuilder, entity_types, mentions_to_tags
 from hf_taskgroup.llm.scoring import continuation_logprobs, generate, uses_chat_template
 from hf_taskgroup.training.metrics import compute_task_metrics, primary_metric
@@ -44,53 +45,18 @@ from hf_taskgroup.utils import atomic_write_json
 logger = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@dataclass
-class LLMConfig:
-    """How a causal LM is prompted and scored (``hf-taskgroup llm`` reads these fields).
+#: the settings of a prompted causal LM (declared once, in the configuration spine)
+LLMConfig = LLMArguments
 
-    Example::
 
-        >>> LLMConfig(model="gpt2", shots=2).shots
-        2
-    """
-
-    model: str | None = field(default=None, metadata={"help": "causal LM: a Hub id or a local folder (required)"})
-    shots: int = field(default=0, metadata={"help": "demonstrations per prompt, drawn from the train split (0: zero-shot)"})
-    max_examples: int | None = field(default=None, metadata={"help": "evaluate at most this many examples per task (None: all)"})
-    split: str = field(default="test", metadata={"help": "the split to evaluate"})
-    seed: int = field(default=0, metadata={"help": "seed of the demonstration draw and of the example subsample"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
-    max_new_tokens: int = field(default=24, metadata={"help": "generation length for regression and token classification"})
-    max_prompt_tokens: int = field(default=1024, metadata={"help": "a longer prompt loses its oldest tokens"})
-    max_text_chars: int = field(default=1500, metadata={"help": "each input text is cut to this many characters"})
-    chat_template: bool = field(default=True, metadata={"help": "wrap prompts in the tokenizer's chat template when it has one"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16"})
-    device_map: str | None = field(default=None, metadata={"help": "e.g. 'auto' to spread a large model over GPUs (needs accelerate)"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the Hub"})
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.shots >= 0, f"shots must be >= 0, got {self.shots}"),
-            (self.max_examples is None or self.max_examples >= 1, f"max_examples must be >= 1, got {self.max_examples}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
-            (self.max_prompt_tokens >= 8, f"max_prompt_tokens must be >= 8, got {self.max_prompt_tokens}"),
-            (self.max_text_chars >= 1, f"max_text_chars must be >= 1, got {self.max_text_chars}"),
-            (self.dtype in _DTYPES, f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}"),
-        ]
-        bad = [msg for ok, msg in checks if not ok]
-        if bad:
-            raise ValueError("; ".join(bad))
-
-    def scoring_key(self) -> dict[str, Any]:
-        """The settings that change predictions (batch size, dtype placement and device do not)."""
-        d = asdict(self)
-        for k in ("batch_size", "device_map", "trust_remote_code"):
-            d.pop(k)
-        return d
+def scoring_key(config: LLMArguments) -> dict[str, Any]:
+    """The settings that change predictions (batch size, device placement and remote-code trust do not)."""
+    d = asdict(config)
+    for k in ("batch_size", "device_map", "trust_remote_code"):
+        d.pop(k)
+    return d
 
 
 @dataclass
@@ -151,10 +117,10 @@ def parse_number(text: str) -> float | None:
 def _examples(task: TaskSpec, config: LLMConfig) -> Any:
     data = task.load()
     if config.split not in data:
-        raise ValueError(f"task {task.name!r}: no split {config.split!r} (have {sorted(data)})")
+        raise TaskValidationError([f"task {task.name!r}: no split {config.split!r} (have {sorted(data)})"])
     ds = data[config.split]
     if len(ds) == 0:
-        raise ValueError(f"task {task.name!r}, split {config.split!r}: the split is empty")
+        raise TaskValidationError([f"task {task.name!r}, split {config.split!r}: the split is empty"])
     if config.max_examples is not None and len(ds) > config.max_examples:
         ds = ds.shuffle(seed=config.seed).select(range(config.max_examples))
     return ds
@@ -164,7 +130,7 @@ def _task_key(task: TaskSpec, config: LLMConfig) -> dict[str, Any]:
     spec = {k: v for k, v in task.to_dict().items() if k != "data"}
     ds = task.load()[config.split]
     fingerprint = getattr(ds, "_fingerprint", None)
-    return {"task": spec, "data": fingerprint, "settings": config.scoring_key(), "version": 1}
+    return {"task": spec, "data": fingerprint, "settings": scoring_key(config), "version": 1}
 
 
 def _predict_task(task: TaskSpec, rows: Any, config: LLMConfig, model: Any, tokenizer: Any,

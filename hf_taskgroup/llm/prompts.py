@@ -9,7 +9,7 @@ with ``prompt`` (the instruction) and ``label_words`` (a verbalisation per label
 
 Example::
 
-    >>> from hf_taskgroup.data.tasks import TaskSpec
+    >>> from hf_taskgroup.data.tasks import TaskSpec, TaskValidationError
     >>> import datasets
     >>> data = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["good", "bad"], "label": ["pos", "neg"]})})
     >>> spec = TaskSpec(name="sent", text_columns=["text"], data=data)
@@ -24,7 +24,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hf_taskgroup.data.tasks import TaskSpec
+from hf_taskgroup.data.tasks import TaskSpec, TaskValidationError
 
 #: the words of a yes/no question (multi-label tasks)
 YES, NO = "yes", "no"
@@ -69,7 +69,8 @@ class PromptBuilder:
             if isinstance(words, Mapping):
                 words = [words.get(lab, lab) for lab in self.labels]
             if len(words) != len(self.labels):
-                raise ValueError(f"task {task.name!r}: label_words has {len(words)} entries for {len(self.labels)} labels")
+                raise TaskValidationError([f"task {task.name!r}: label_words has {len(words)} entries for "
+                                           f"{len(self.labels)} labels"])
         self.label_words = [str(w) for w in words] if words is not None else list(self.labels)
         self.demos = self._draw_demos(seed)
 
@@ -79,7 +80,7 @@ class PromptBuilder:
             return []
         train = self.task.load()["train"]
         if len(train) == 0:
-            raise ValueError(f"task {self.task.name!r}: split 'train' is empty, no demonstrations to draw")
+            raise TaskValidationError([f"task {self.task.name!r}, split 'train': empty, no demonstrations to draw"])
         idx = random.Random(seed).sample(range(len(train)), min(self.shots, len(train)))
         return [train[i] for i in idx]
 

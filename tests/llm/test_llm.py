@@ -10,6 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from utils import WORDS, tiny_suite, tiny_tokenizer
 
+from hf_taskgroup.data.tasks import TaskValidationError
 from hf_taskgroup.llm import LLMConfig, PromptBuilder, evaluate_llm, format_llm_table, parse_number
 from hf_taskgroup.llm.prompts import format_mentions, mentions_to_tags
 from hf_taskgroup.llm.scoring import continuation_logprobs
@@ -151,15 +152,15 @@ def test_parse_number_and_bad_settings():
     assert parse_number("-.5") == -0.5
     assert parse_number("no idea") is None
     assert parse_number("1e999") is None
-    with pytest.raises(ValueError, match="shots must be >= 0"):
+    with pytest.raises(ValueError, match="--shots must be >= 0"):
         LLMConfig(model="m", shots=-1)
-    with pytest.raises(ValueError, match="max_examples must be >= 1"):
+    with pytest.raises(ValueError, match="--max_examples must be >= 1"):
         LLMConfig(model="m", max_examples=0)
 
 
 def test_missing_split_is_refused_before_any_model_is_loaded(tok):
     suite = tiny_suite(("classification",))
-    with pytest.raises(ValueError, match="task 'sent': no split 'dev2'"):
+    with pytest.raises(TaskValidationError, match="task 'sent': no split 'dev2'"):
         evaluate_llm(suite, LLMConfig(model="/nonexistent/model", split="dev2"), output_dir=None)
 
 
