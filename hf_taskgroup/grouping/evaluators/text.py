@@ -71,6 +71,7 @@ def make_suite_evaluator(
     tokenizer: Any = None,
     model_factory: ModelFactory | None = None,
     objective: str = "loss",
+    executor: Any = None,
 ) -> CachedEvaluator | MetricObjective:
     """A cached evaluator that trains groups of ``suite``'s tasks with ``train_group(suite, tasks, settings)``.
 
@@ -84,6 +85,10 @@ def make_suite_evaluator(
     same cache: each task's ``loss`` becomes ``1 - <its primary validation metric>`` (accuracy, micro-F1,
     Pearson r, entity F1), so methods minimise what the tasks are scored by rather than a sum of
     incomparable losses (recommended for suites that mix task types; see docs/benchmarks.md).
+
+    ``executor`` (``"serial"``, ``"ray"`` or an :class:`~hf_taskgroup.executor.Executor`) runs the trainings of
+    ``evaluate_many``; ``train_fn`` (with the suite, tokenizer and factory it captures) travels to Ray workers
+    through the object store (see docs/ray.md).
 
     Example::
 
@@ -118,7 +123,7 @@ def make_suite_evaluator(
                     # the encoder's files and the tokenizer (a custom model_factory is identified by the settings)
                     "inputs": {"model": None if model_factory is not None else model_fingerprint(settings.model_name_or_path),
                                "tokenizer": tokenizer_fingerprint(tokenizer)}}
-    evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed)
+    evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed, executor=executor)
     if objective == "loss":
         return evaluator
     from hf_taskgroup.training.metrics import primary_metric
