@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
-from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
+from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_name
 from hf_taskgroup.training.features import default_feature_cache
 from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
@@ -390,11 +390,11 @@ class Pipeline:
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
         """Train every group of every method plus every single task, for every seed (resumable per run)."""
-        groups: dict[str, list[str]] = {group_key([t]): [t] for t in self.tasks}
+        groups: dict[str, list[str]] = {group_name([t]): [t] for t in self.tasks}
         for grouping in groupings.values():
             for g in grouping.groups:
-                groups.setdefault(group_key(g), sorted(g))
-        publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
+                groups.setdefault(group_name(g), sorted(g))
+        publish = {group_name(g) for g in groupings[self.config.primary_method].groups}
         results: dict[str, dict[int, dict[str, Any]]] = {}
         jobs = [(key, tasks, seed) for key, tasks in groups.items() for seed in self.config.seeds]
         for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
@@ -437,7 +437,7 @@ class Pipeline:
         ev = evaluations[method]
         dirs = {}
         for index, group in enumerate(grouping.groups):
-            key = group_key(group)
+            key = group_name(group)
             source = self.out / "runs" / key / "model"
             target = self.out / "models" / method / key
             card = build_group_card_data(
