@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
+from hf_taskgroup.log import progress_bar
 from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
     annotate_dataset,
@@ -272,7 +272,7 @@ def compute_pvi(
             tokenizer = load_tokenizer(settings.model_name_or_path or default_model_path())
         opts = _Options(null, heldout, folds, tokenizer, model_factory, smoothing, max_train_examples, batch_size,
                         training_args, progress)
-        for job in tqdm(jobs, desc="PVI", unit="task", disable=not progress):
+        for job in progress_bar(jobs, desc="PVI", unit="task", progress=progress):
             results[job.spec.name] = _result(job, settings, opts)
     return results
 
@@ -354,7 +354,7 @@ def _run_task(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
     fits = []
     scores: dict[str, PVIScores] = {}
     n_stages = (folds + (1 if eval_splits else 0)) if heldout == "kfold" else 1
-    stages = tqdm(total=n_stages + len(eval_splits), desc=task, unit="stage", leave=False, disable=not progress)
+    stages = progress_bar(total=n_stages + len(eval_splits), desc=task, unit="stage", nested=True, progress=progress)
     if heldout == "kfold":
         fold_of = np.empty(n_train, dtype=np.int64)
         fold_of[np.random.default_rng(settings.seed).permutation(n_train)] = np.arange(n_train) % folds
@@ -383,12 +383,12 @@ def _run_task(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
         fits.append(fit.record())
         del fit
     stages.close()
-    for split, s in scores.items():
-        if s.collapsed:
-            warnings.warn(f"task {task!r}, split {split!r}: g_x collapsed (the same prediction for every example "
-                          "while the labels vary), so its PVI is not meaningful; recorded as collapsed in "
-                          "summary.json. Re-train with another learning rate or seed.", PVICollapseWarning,
-                          stacklevel=4)
+    collapsed = [split for split, s in scores.items() if s.collapsed]
+    if collapsed:  # one warning per task, naming every split
+        warnings.warn(f"task {task!r}: g_x collapsed on {', '.join(collapsed)} (the same prediction for every "
+                      "example while the labels vary), so its PVI is not meaningful there; recorded as collapsed in "
+                      "summary.json. Re-train with another learning rate or seed.", PVICollapseWarning,
+                      stacklevel=4)
     dataset = annotate_dataset(job.raw, scores)
     summary = _summary(job, scores, time.perf_counter() - start)
     path = None

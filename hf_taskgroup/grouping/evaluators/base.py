@@ -242,10 +242,11 @@ class CachedEvaluator:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         wanted = [canonical_group(g) for g in groups]
         todo = [g for g in dict.fromkeys(wanted) if not self.is_cached(g)]
-        from tqdm.auto import tqdm
+        from hf_taskgroup.log import progress_bar
 
-        with tqdm(total=len(todo), desc=f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)",
-                  unit="group", disable=not progress) as bar:
+        # nested: a grouping method calls this inside the pipeline's grouping stage
+        with progress_bar(total=len(todo), desc=f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)",
+                          unit="group", nested=True, progress=progress) as bar:
             if self.batch_train_fn is None:
                 for group in todo:
                     self._train_one(group)
