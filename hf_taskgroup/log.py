@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["LIBRARY_LOGGER", "set_verbosity", "progress_bar", "quiet_hf_loading"]
+__all__ = ["LIBRARY_LOGGER", "set_verbosity", "progress_bar", "quiet_hf_progress", "quiet_hf_loading"]
 
 #: The name of the logger every module of the package logs under.
 LIBRARY_LOGGER = "hf_taskgroup"
@@ -88,6 +88,35 @@ class _DropLoadReport(logging.Filter):
 
 
 @contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Inside one of our stages: no progress bars from datasets (map, save) or transformers (loading, saving
+    weights); the stage's own bar says where we are. Works as a decorator too.
+
+    Example::
+
+        >>> with quiet_hf_progress():
+        ...     pass  # dataset.map(...), model.save_pretrained(...)
+    """
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    def no_bar(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    datasets_bars = datasets.is_progress_bar_enabled()
+    if datasets_bars:
+        datasets.disable_progress_bars()
+    previous = hf_logging.set_tqdm_hook(no_bar)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        if datasets_bars:
+            datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
 def quiet_hf_loading() -> Iterator[None]:
     """Around our own ``from_pretrained`` calls: no transformers load report (the table of unused or missing
     weights, e.g. the pooler an encoder without pooling layer leaves out; the caller checks the weights it
@@ -98,18 +127,11 @@ def quiet_hf_loading() -> Iterator[None]:
         >>> with quiet_hf_loading():
         ...     pass  # AutoModel.from_pretrained(path, add_pooling_layer=False)
     """
-    from transformers.utils import logging as hf_logging
-
-    def no_bar(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        kwargs = {**kwargs, "disable": True}
-        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
-
     target = logging.getLogger("transformers.modeling_utils")
     report_filter = _DropLoadReport()
     target.addFilter(report_filter)
-    previous = hf_logging.set_tqdm_hook(no_bar)
     try:
-        yield
+        with quiet_hf_progress():
+            yield
     finally:
-        hf_logging.set_tqdm_hook(previous)
         target.removeFilter(report_filter)

@@ -136,7 +136,7 @@ def test_set_verbosity_sets_package_and_hf_levels_together():
         set_verbosity(logging.DEBUG)
         assert logging.getLogger("hf_taskgroup.pipeline").getEffectiveLevel() == logging.DEBUG
         assert transformers.logging.get_verbosity() == logging.INFO
-        assert datasets.is_progress_bar_enabled()
+        assert transformers.utils.logging.is_progress_bar_enabled()  # (datasets': HF_DATASETS_DISABLE_PROGRESS_BARS wins)
         with pytest.raises(ValueError, match="unknown log level 'loud'"):
             set_verbosity("loud")
         assert logging.getLogger().handlers == root_handlers

@@ -31,14 +31,13 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
-from hf_taskgroup.log import progress_bar
+from hf_taskgroup.log import progress_bar, quiet_hf_progress
 from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
     annotate_dataset,
@@ -263,7 +262,7 @@ def compute_pvi(
         "training_args": dict(training_args or {}),
     }
     results: dict[str, PVIResult] = {}
-    with _quiet_datasets():
+    with quiet_hf_progress():  # our PVI bar says where we are
         jobs = [_plan(spec, splits, heldout, base, output_dir, overwrite) for spec in suite]  # preflight, no training
         if any(j.finished is None for j in jobs) and tokenizer is None:
             if model_factory is not None and settings.model_name_or_path is None:
@@ -275,20 +274,6 @@ def compute_pvi(
         for job in progress_bar(jobs, desc="PVI", unit="task", progress=progress):
             results[job.spec.name] = _result(job, settings, opts)
     return results
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No per-map/per-save progress bars from ``datasets`` inside compute_pvi (our own bars say where we are)."""
-    import datasets
-
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
 
 
 def _result(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
