@@ -49,7 +49,7 @@ from hf_taskgroup.config import PipelineConfig
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
 from hf_taskgroup.grouping.registry import COLLECTION_OPTIONS
-from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
+from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_name
 from hf_taskgroup.training.features import default_feature_cache
 from hf_taskgroup.training.train import default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
@@ -313,11 +313,11 @@ class Pipeline:
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
         """Train every group of every method plus every single task, for every seed (resumable per run)."""
-        groups: dict[str, list[str]] = {group_key([t]): [t] for t in self.tasks}
+        groups: dict[str, list[str]] = {group_name([t]): [t] for t in self.tasks}
         for grouping in groupings.values():
             for g in grouping.groups:
-                groups.setdefault(group_key(g), sorted(g))
-        publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
+                groups.setdefault(group_name(g), sorted(g))
+        publish = {group_name(g) for g in groupings[self.config.primary_method].groups}
         results: dict[str, dict[int, dict[str, Any]]] = {}
         todo = []
         for key, tasks in groups.items():
@@ -359,7 +359,7 @@ class Pipeline:
         ev = evaluations[method]
         dirs = {}
         for index, group in enumerate(grouping.groups):
-            key = group_key(group)
+            key = group_name(group)
             source = self.store.require(self.out / "runs" / key / "model", action="copy for publishing")
             target = self.out / "models" / method / key
             self.store.discard(target)  # a fresh copy: nothing of an older model stays behind

@@ -528,7 +528,8 @@ def tokenize_task(
             fn,
             batched=True,
             remove_columns=ds.column_names,
-            num_proc=num_proc,
+            # worker processes only when they help: datasets warns when num_proc exceeds the rows
+            num_proc=min(num_proc, len(ds)) if num_proc and num_proc > 1 and len(ds) > 1 else None,
             desc=f"Tokenizing {task.name}/{split}",
         )
     return out

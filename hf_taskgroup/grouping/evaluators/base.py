@@ -252,13 +252,14 @@ class CachedEvaluator:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         wanted = [canonical_group(g) for g in groups]
         todo = [g for g in dict.fromkeys(wanted) if not self.is_cached(g)]
-        from tqdm.auto import tqdm
+        from hf_taskgroup.log import progress_bar
 
         desc = f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)"
         if self.batch_train_fn is None:
             self._train_dispatched(todo, desc=desc, progress=progress)
         else:
-            with tqdm(total=len(todo), desc=desc, unit="group", disable=not progress) as bar:
+            # nested: a grouping method calls this inside the pipeline's grouping stage
+            with progress_bar(total=len(todo), desc=desc, unit="group", nested=True, progress=progress) as bar:
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start:start + chunk_size]
                     self._train_chunk(chunk)
