@@ -10,8 +10,9 @@ artifacts exist with the same settings, so a killed run resumes where it stopped
       affinity/<kind>.json             collected affinity matrices (transfer_gain, tag)
       cache/evaluator/                 trainings of search methods (exhaustive, affinity_search, surrogate)
       groupings/<method>.json          one Grouping per method (stage "group")
-      runs/<group>/seed<k>.json        per-task scores of every trained group (stage "train")
-      models/<method>/<group>/         the published method's group models with README.md cards
+      runs/<group>/seed<k>.json        per-task scores (+ per-example outputs) of every trained group (stage "train")
+      recommendation.json              the recommended grouping, per-task verdicts and intervals (stage "recommend")
+      models/<method>/<group>/         the published groups' models with README.md cards ("recommended" by default)
       evaluation.json, report.md, report.json, plots/*.png
 
 Example::
@@ -43,7 +44,7 @@ from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("pvi", "group", "train", "report", "cards", "publish")
+STAGES = ("pvi", "group", "train", "recommend", "report", "cards", "publish")
 EVALUATOR_METHODS = ("exhaustive", "affinity_search", "surrogate")
 AFFINITY_METHODS = ("transfer_gain", "tag")
 #: method_options of transfer_gain / tag / clustering that configure the affinity collection, not the method:
@@ -94,10 +95,20 @@ class PipelineConfig:
     max_length: int = 128
     eval_split: str = "test"
     # publishing
-    publish_method: str | None = None  # default: the first method
+    publish_method: str | None = None  # default: the recommendation (the first method when recommend is off)
     push_to_hub: bool = False
     hub_prefix: str | None = None  # e.g. "my-org/demo": repos "<prefix>-<group>" and "<prefix>-pvi"
     private: bool | None = None
+    # the recommendation (hf_taskgroup.grouping.recommend); see docs/recommend.md
+    recommend: bool = field(default=True, metadata={"help": (
+        "add the recommendation stage: candidates = the methods' groupings + single-task; a task harmed by its "
+        "group beyond a bootstrap interval on validation is split out; the best surviving candidate is published")})
+    recommend_seeds: int = field(default=3, metadata={"help": (
+        "seeds each candidate group is trained with for the recommendation (the run's seeds first, then the next "
+        "integers)")})
+    bootstrap_samples: int = field(default=1000, metadata={"help": (
+        "bootstrap resamples of the validation examples for each task's interval (0: no interval)")})
+    confidence: float = field(default=0.95, metadata={"help": "confidence level of the recommendation's intervals"})
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -112,12 +123,34 @@ class PipelineConfig:
             raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if self.recommend_seeds < 1:
+            raise ValueError(f"recommend_seeds must be >= 1, got {self.recommend_seeds}")
+        if self.bootstrap_samples < 0:
+            raise ValueError(f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
         if self.evaluator_objective not in ("loss", "metric"):
             raise ValueError(f"evaluator_objective must be 'loss' or 'metric', got {self.evaluator_objective!r}")
 
     @property
     def primary_method(self) -> str:
         return self.publish_method or self.methods[0]
+
+    @property
+    def published_method(self) -> str:
+        """Whose groups get model folders, cards and Hub repos: ``publish_method``, else the recommendation."""
+        if self.publish_method is None and self.recommend:
+            return "recommended"
+        return self.primary_method
+
+    def recommendation_seeds(self) -> list[int]:
+        """The run's seeds, extended with the next integers to ``recommend_seeds`` seeds (or cut to them)."""
+        seeds = list(self.seeds[: self.recommend_seeds])
+        nxt = max(self.seeds) + 1
+        while len(seeds) < self.recommend_seeds:
+            seeds.append(nxt)
+            nxt += 1
+        return seeds
 
     def train_settings(self, seed: int) -> TrainSettings:
         return TrainSettings(
@@ -147,6 +180,7 @@ class PipelineResult:
     model_dirs: dict[str, Path]
     published: dict[str, str]
     timings: dict[str, float]
+    recommendation: Any = None  # a hf_taskgroup.grouping.recommend.Recommendation when the stage ran
 
 
 class Pipeline:
@@ -222,13 +256,24 @@ class Pipeline:
         if stop_after == "train":
             return None
         evaluations = evaluate_groupings(groupings, results, split=self.config.eval_split)
+        recommendation = None
+        if self.config.recommend:
+            from hf_taskgroup.grouping.recommend import stage_recommend
+
+            recommendation = self._timed("recommend", stage_recommend, self, groupings, pvi)
+            groupings = {"recommended": recommendation.grouping, **groupings}
+            evaluations = {**evaluate_groupings({"recommended": recommendation.grouping}, recommendation.results,
+                                                split=self.config.eval_split), **evaluations}
+        if stop_after == "recommend":
+            return None
         atomic_write_json(self.out / "evaluation.json", {m: ev.to_dict() for m, ev in evaluations.items()})
-        model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations)
+        model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations, recommendation)
         published: dict[str, str] = {}
         if self.config.push_to_hub:
             published = self._timed("publish", self.stage_publish, model_dirs)
-        report = self._timed("report", self.stage_report, evaluations, pvi, published)
-        return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings)
+        report = self._timed("report", self.stage_report, evaluations, pvi, published, recommendation)
+        return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings,
+                              recommendation)
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
@@ -394,33 +439,41 @@ class Pipeline:
         for grouping in groupings.values():
             for g in grouping.groups:
                 groups.setdefault(group_key(g), sorted(g))
-        publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
+        published = self.config.published_method  # the recommendation saves the models it publishes itself
+        publish = {group_key(g) for g in groupings[published].groups} if published in groupings else set()
         results: dict[str, dict[int, dict[str, Any]]] = {}
         jobs = [(key, tasks, seed) for key, tasks in groups.items() for seed in self.config.seeds]
         for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
-            path = self.out / "runs" / key / f"seed{seed}.json"
-            stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
-            if path.exists():
-                data = json.loads(path.read_text())
-                if data.get("stamp") == stamp:
-                    results.setdefault(key, {})[seed] = data
-                    continue
             keep = key in publish and seed == self.config.seeds[0]
-            res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep else None)
-            res["stamp"] = stamp
-            res["group"] = tasks
-            atomic_write_json(path, res)
-            results.setdefault(key, {})[seed] = res
+            results.setdefault(key, {})[seed] = self.train_cached(tasks, seed, keep_model=keep)
         return results
+
+    def train_cached(self, tasks: list[str], seed: int, *, keep_model: bool = False) -> dict[str, Any]:
+        """One training of ``tasks`` with ``seed``: ``runs/<group>/seed<k>.json`` when its stamp matches (and it
+        has the per-example outputs the recommendation needs), else trained and written atomically."""
+        tasks = sorted(tasks)
+        key = group_key(tasks)
+        path = self.out / "runs" / key / f"seed{seed}.json"
+        stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
+        if path.exists():
+            data = json.loads(path.read_text())
+            if data.get("stamp") == stamp and (self.config.pvi_split in data.get("outputs", {}) or not self.config.recommend):
+                if not keep_model or (self.out / "runs" / key / "model").exists():
+                    return data
+        res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep_model else None)
+        res["stamp"] = stamp
+        res["group"] = tasks
+        atomic_write_json(path, res)
+        return res
 
     def _train(self, tasks: list[str], seed: int, save_dir: Path | None) -> dict[str, Any]:
         settings = self.config.train_settings(seed)
         model = None
         if self.model_factory is not None:
             model = self.model_factory(self.suite.subset(tasks).task_infos(), seed)
-        res = train_group(self.suite, tasks, settings, tokenizer=self._tok(), model=model,
-                          eval_splits=(self.config.pvi_split, self.config.eval_split),
-                          output_dir=save_dir or self.out / "runs" / "_scratch")
+        splits = (self.config.pvi_split, self.config.eval_split)
+        res = train_group(self.suite, tasks, settings, tokenizer=self._tok(), model=model, eval_splits=splits,
+                          prediction_splits=splits, output_dir=save_dir or self.out / "runs" / "_scratch")
         trainer = res.pop("trainer")
         if save_dir is not None:  # merges LoRA adapters so the folder reloads with AutoModel
             from hf_taskgroup.publishing.models import save_group_model
@@ -428,11 +481,13 @@ class Pipeline:
             save_group_model(trainer.model, self._tok(), save_dir)
         return res
 
-    def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
-        """Model folders with cards for the published method's groups: ``models/<method>/<group>/``."""
+    def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation],
+                    recommendation: Any = None) -> dict[str, Path]:
+        """Model folders with cards for the published groups: ``models/<method>/<group>/``."""
+        from hf_taskgroup.grouping.recommend import card_verdicts
         from hf_taskgroup.publishing.models import build_group_card_data, write_group_model_folder
 
-        method = self.config.primary_method
+        method = self.config.published_method
         grouping = groupings[method]
         ev = evaluations[method]
         dirs = {}
@@ -442,7 +497,9 @@ class Pipeline:
             target = self.out / "models" / method / key
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
-                encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
+                encoder=self._model_label(), training=self._settings_stamp(),
+                seeds=recommendation.seeds if method == "recommended" else self.config.seeds,
+                verdicts=card_verdicts(recommendation, method, group),
             )
             write_group_model_folder(source, target, card)
             dirs[key] = target
@@ -465,15 +522,16 @@ class Pipeline:
         return published
 
     def stage_report(self, evaluations: Mapping[str, MethodEvaluation], pvi: Mapping[str, Any],
-                     published: Mapping[str, str]) -> Path:
+                     published: Mapping[str, str], recommendation: Any = None) -> Path:
         from hf_taskgroup.report.render import write_report
 
         config = {**self.config.to_dict(), "tasks": self.tasks, "suite_name": self.suite.name,
                   "model_label": self._model_label()}
         paths = write_report(
             self.out, evaluations, config=config, pvi_summaries={t: r.summary for t, r in pvi.items()},
-            pvi_values=self._pvi_values(pvi), primary_method=self.config.primary_method, published=published,
+            pvi_values=self._pvi_values(pvi), primary_method=self.config.published_method, published=published,
             timings=self.timings, split=self.config.eval_split,
+            recommendation=recommendation.to_dict() if recommendation is not None else None,
         )
         return paths["report.md"]
 

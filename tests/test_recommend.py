@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hf_taskgroup.grouping.recommend import constant_baseline, paired_bootstrap, recommend_grouping
+from hf_taskgroup.report.evaluation import group_key
 
 N = 300  # validation / test examples per task
 
@@ -106,12 +107,13 @@ def test_task_at_chance_is_flagged_not_learned_and_kept_single():
     assert rec.grouping.scores["flags"] == {"z": rec.flags["z"]}
 
 
-def test_collapsed_pvi_probe_is_flagged_and_never_grouped():
+def test_collapsed_pvi_probe_is_flagged_and_the_trained_models_decide():
     suite = FakeSuite({"a": "classification", "b": "classification"})
-    rec = recommend_grouping(suite, {"all_in_one": [["a", "b"]]}, make_train(lambda t, g, s: 0.8 if len(g) > 1 else 0.75),
+    rec = recommend_grouping(suite, {"all_in_one": [["a", "b"]]}, make_train(lambda t, g, s: 0.85 if len(g) > 1 else 0.75),
                              seeds=[0], bootstrap_samples=100, collapsed=["b"])
-    assert rec.grouping.groups == [["a"], ["b"]]
-    assert rec.rows["b"].verdict == "not learned" and "PVI probe collapsed" in rec.flags["b"][0]
+    assert "PVI probe collapsed" in rec.flags["b"][0] and not rec.flags["a"]
+    assert rec.grouping.groups == [["a", "b"]] and rec.rows["b"].verdict == "gains"
+    assert rec.grouping.scores["flags"] == {"b": rec.flags["b"]}
 
 
 def test_selection_never_reads_test():
@@ -198,3 +200,63 @@ def test_constant_baselines():
     assert constant_baseline(tok, "f1", ["O", "B-X", "I-X"]) == 0.0
     ml = {"type": "multilabel", "predictions": [[0, 0]] * 3, "labels": [[1, 0], [1, 0], [0, 0]]}
     assert constant_baseline(ml, "f1_micro") == pytest.approx(0.8)  # predicts label 0 everywhere: 2 tp, 1 fp
+
+
+@pytest.mark.slow
+def test_pipeline_recommends_publishes_and_reports_it_first(tmp_path):
+    from test_pipeline import _factory
+    from utils import tiny_suite, tiny_tokenizer
+
+    from hf_taskgroup.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig(output_dir=str(tmp_path / "run"), methods=["all_in_one"], epochs=2, batch_size=8,
+                            trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_epochs=2,
+                            recommend_seeds=2, bootstrap_samples=100, finetune="full", learning_rate=5e-3)
+    suite = tiny_suite(("classification", "regression", "multilabel"))
+    result = Pipeline(config, suite=suite, tokenizer=tiny_tokenizer(), model_factory=_factory, progress=False).run()
+    out = tmp_path / "run"
+    rec = result.recommendation
+    assert rec is not None and rec.seeds == [0, 1]
+    assert list(result.evaluations)[0] == "recommended" and list(result.groupings)[0] == "recommended"
+    assert result.evaluations["recommended"].groups == rec.grouping.groups
+    saved = json.loads((out / "recommendation.json").read_text())
+    assert saved["groups"] == rec.grouping.groups and set(saved["rows"]) == set(suite.task_names)
+    # every candidate group was trained with both seeds, with per-example validation outputs
+    for group in rec.grouping.groups + [[t] for t in suite.task_names]:
+        key = group_key(group)
+        for seed in (0, 1):
+            run = json.loads((out / "runs" / key / f"seed{seed}.json").read_text())
+            assert set(run["outputs"]["validation"]) == set(group)
+    # the report leads with the recommendation: its section comes before any other section
+    md = (out / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Recommendation: what to train"
+    for t in suite.task_names:
+        assert f"**{rec.rows[t].verdict}**" in md.split("## ", 2)[1]
+    assert json.loads((out / "report.json").read_text())["recommendation"]["candidate"] == rec.candidate
+    # the recommended groups are what gets model folders and cards, with the verdicts in the cards
+    assert set(result.model_dirs) == {group_key(g) for g in rec.grouping.groups}
+    for group in rec.grouping.groups:
+        folder = out / "models" / "recommended" / group_key(group)
+        card = (folder / "README.md").read_text()
+        assert any(f"({v})" in card or v in card for v in (rec.rows[t].verdict for t in group))
+        assert (folder / "config.json").exists()
+    # a re-run resumes: nothing is trained again
+    calls = []
+    again = Pipeline(config, suite=suite, tokenizer=tiny_tokenizer(), model_factory=_factory, progress=False)
+    real = again._train
+    again._train = lambda *a, **k: calls.append(a) or real(*a, **k)
+    assert again.run().recommendation.grouping.groups == rec.grouping.groups
+    assert calls == []
+
+
+def test_publish_method_still_publishes_a_method_on_purpose():
+    from hf_taskgroup.pipeline import PipelineConfig
+
+    assert PipelineConfig().published_method == "recommended"
+    assert PipelineConfig(publish_method="all_in_one").published_method == "all_in_one"
+    assert PipelineConfig(recommend=False).published_method == "pvi"
+    assert PipelineConfig(seeds=[4], recommend_seeds=3).recommendation_seeds() == [4, 5, 6]
+    assert PipelineConfig(seeds=[0, 1, 2, 3], recommend_seeds=2).recommendation_seeds() == [0, 1]
+    with pytest.raises(ValueError, match="confidence"):
+        PipelineConfig(confidence=1.5)

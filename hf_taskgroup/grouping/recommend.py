@@ -12,7 +12,9 @@ validation gain (ties: fewer parameters). Selection reads the validation split o
 
 Sanity flags: a task whose single-task model does not beat a constant predictor on validation (the
 majority class; per label for multilabel; the mean for regression; all-``O`` for token classification)
-is flagged ``not learned`` and never grouped; a task whose PVI probe collapsed is flagged the same way.
+is flagged ``not learned`` and never grouped. A task whose PVI probe collapsed is flagged too (its PVI is
+meaningless, and the ``pvi`` method keeps it single-task); whether it joins a group is decided, like for
+every other task, by its trained models.
 
 Example::
 
@@ -310,7 +312,7 @@ def recommend_grouping(
         split: the selection split (validation; never the test split).
         report_split: reported beside it, never used to choose; ``None`` to skip.
         bootstrap_samples, confidence: the interval of each paired difference.
-        collapsed: tasks whose PVI probe collapsed (flagged and kept single-task).
+        collapsed: tasks whose PVI probe collapsed (flagged in the result).
 
     Example::
 
@@ -345,10 +347,10 @@ def recommend_grouping(
         if sign * (single - base) <= 0:
             flags[t].append(f"not learned: single-task {metric} {single:.3f} does not beat the constant predictor's "
                             f"{base:.3f} on {split}")
-    for t in collapsed:
-        if t in flags:
-            flags[t].append("not learned: the PVI probe collapsed (one prediction for every example)")
     excluded = {t for t, f in flags.items() if f}
+    for t in collapsed:  # the PVI of this task is meaningless (the pvi method keeps it single); its model may be fine
+        if t in flags:
+            flags[t].append("PVI probe collapsed (one prediction for every example): its PVI is meaningless")
     if excluded:
         logger.warning("recommendation: %s flagged not learned; kept single-task", sorted(excluded))
 
@@ -481,7 +483,8 @@ class _Search:
             else:
                 diff = low = high = 0.0
                 grouped = single
-                verdict = "not learned" if flags.get(t) else "split out" if t in split_out else "no difference"
+                verdict = ("not learned" if any(f.startswith("not learned") for f in flags.get(t, []))
+                           else "split out" if t in split_out else "no difference")
             row = TaskVerdict(task=t, metric=metric, group=sorted(g), single=float(single), grouped=float(grouped),
                               difference=diff, low=low, high=high, verdict=verdict, flags=list(flags.get(t, [])))
             if self.report_split is not None:
@@ -536,3 +539,41 @@ def cached_trainer(suite: Any, settings: Any, output_dir: str | Path, *, tokeniz
         return res
 
     return train
+
+
+# ------------------------------------------------------------------------------------------ pipeline stage
+def stage_recommend(pipeline: Any, groupings: Mapping[str, Grouping], pvi: Mapping[str, Any]) -> Recommendation:
+    """The ``recommend`` stage of :class:`~hf_taskgroup.pipeline.Pipeline`: candidates are the methods' groupings,
+    trainings go through ``pipeline.train_cached`` (shared with the ``train`` stage), the result is written to
+    ``recommendation.json``; when the recommendation is published, its groups' models are saved."""
+    from hf_taskgroup.utils import atomic_write_json
+
+    cfg = pipeline.config
+    seeds = cfg.recommendation_seeds()
+    collapsed = [t for t, r in pvi.items() if ((getattr(r, "summary", None) or {}).get("collapsed") or {}).get(cfg.pvi_split)]
+    rec = recommend_grouping(
+        pipeline.suite, dict(groupings), lambda tasks, seed: pipeline.train_cached(tasks, seed), seeds=seeds,
+        split=cfg.pvi_split, report_split=cfg.eval_split, bootstrap_samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence, collapsed=collapsed,
+    )
+    if cfg.published_method == "recommended":
+        for group in rec.grouping.groups:
+            pipeline.train_cached(group, seeds[0], keep_model=True)  # reused when its model folder exists
+    atomic_write_json(pipeline.out / "recommendation.json", rec.to_dict())
+    return rec
+
+
+def card_verdicts(recommendation: Recommendation | None, method: str, group: Sequence[str]) -> dict[str, str] | None:
+    """What a group's model card says per task: the recommendation's verdicts (with their flags), or for another
+    method's published group only the tasks flagged ``not learned``; ``None`` when there is nothing to say."""
+    if recommendation is None:
+        return None
+    out = {}
+    for t in group:
+        row = recommendation.rows.get(t)
+        flags = recommendation.flags.get(t) or []
+        if method == "recommended" and row is not None:
+            out[t] = "; ".join([row.verdict, *[f for f in flags if not f.startswith(row.verdict)]])
+        elif flags:
+            out[t] = "; ".join(flags)
+    return out or None
