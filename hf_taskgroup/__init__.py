@@ -18,6 +18,8 @@ _LAZY = {
     "group_tasks": "hf_taskgroup.grouping",
     "PipelineConfig": "hf_taskgroup.pipeline",
     "run_pipeline": "hf_taskgroup.pipeline",
+    "recommend_grouping": "hf_taskgroup.grouping.recommend",
+    "Recommendation": "hf_taskgroup.grouping.recommend",
 }
 
 
@@ -34,8 +36,10 @@ __all__ = [
     "Grouping",
     "PVICallback",
     "PipelineConfig",
+    "Recommendation",
     "compute_pvi",
     "group_tasks",
+    "recommend_grouping",
     "run_pipeline",
     "MultiTaskConfig",
     "MultiTaskModel",

@@ -234,6 +234,10 @@ def test_pipeline_recommends_publishes_and_reports_it_first(tmp_path):
     for t in suite.task_names:
         assert f"**{rec.rows[t].verdict}**" in md.split("## ", 2)[1]
     assert json.loads((out / "report.json").read_text())["recommendation"]["candidate"] == rec.candidate
+    from hf_taskgroup.report.render import format_console_summary
+
+    console = format_console_summary(result.evaluations, suite.task_names, rec)
+    assert console.startswith("recommended: ") and all(rec.rows[t].verdict in console for t in suite.task_names)
     # the recommended groups are what gets model folders and cards, with the verdicts in the cards
     assert set(result.model_dirs) == {group_key(g) for g in rec.grouping.groups}
     for group in rec.grouping.groups:

@@ -254,8 +254,9 @@ def format_recommendation(rec: Any) -> str:
 def format_console_summary(evaluations: Mapping[str, MethodEvaluation], tasks: Sequence[str],
                            recommendation: Any = None) -> str:
     """A compact plain-text table for the terminal (led by the recommendation when given)."""
-    if recommendation is not None:
-        return format_recommendation(recommendation) + "\n\n" + format_console_summary(evaluations, tasks)
+    if recommendation is not None:  # its own table (its seeds); the methods' table keeps the run's seeds
+        others = {m: ev for m, ev in evaluations.items() if m != "recommended"}
+        return format_recommendation(recommendation) + "\n\n" + format_console_summary(others, tasks)
     methods = list(evaluations)
     width = max(12, *(len(t) for t in tasks))
     head = f"{'task':<{width}}  {'metric':<9} {'single':>8}" + "".join(f"  {m[:16]:>16}" for m in methods)
