@@ -264,3 +264,23 @@ def test_publish_method_still_publishes_a_method_on_purpose():
     assert PipelineConfig(seeds=[0, 1, 2, 3], recommend_seeds=2).recommendation_seeds() == [0, 1]
     with pytest.raises(ValueError, match="confidence"):
         PipelineConfig(confidence=1.5)
+
+
+def test_cached_trainer_keeps_outputs_and_resumes(tmp_path, monkeypatch):
+    from test_pipeline import _factory
+    from utils import tiny_suite, tiny_tokenizer
+
+    from hf_taskgroup.grouping import recommend as rec_mod
+    from hf_taskgroup.training.train import TrainSettings
+
+    suite = tiny_suite(("classification", "regression"))
+    settings = TrainSettings(finetune="full", num_train_epochs=1, trunk_hidden_sizes=[8], max_length=32)
+    train = rec_mod.cached_trainer(suite, settings, tmp_path, tokenizer=tiny_tokenizer(), model_factory=_factory)
+    first = train(["sim", "sent"], 1)
+    assert first["settings"]["seed"] == 1 and set(first["outputs"]) == {"validation", "test"}
+    assert (tmp_path / "runs" / group_key(["sent", "sim"]) / "seed1.json").exists()
+    import hf_taskgroup.training.train as train_mod
+
+    monkeypatch.setattr(train_mod, "train_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = rec_mod.cached_trainer(suite, settings, tmp_path, tokenizer=tiny_tokenizer(), model_factory=_factory)
+    assert again(["sent", "sim"], 1)["tasks"] == json.loads(json.dumps(first["tasks"]))
