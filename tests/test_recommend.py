@@ -209,8 +209,8 @@ def test_pipeline_recommends_publishes_and_reports_it_first(tmp_path):
 
     from hf_taskgroup.pipeline import Pipeline, PipelineConfig
 
-    config = PipelineConfig(output_dir=str(tmp_path / "run"), methods=["all_in_one"], epochs=2, batch_size=8,
-                            trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_epochs=2,
+    config = PipelineConfig(output_dir=str(tmp_path / "run"), methods=["all_in_one"], num_train_epochs=2, batch_size=8,
+                            trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_num_train_epochs=2,
                             recommend_seeds=2, bootstrap_samples=100, finetune="full", learning_rate=5e-3)
     suite = tiny_suite(("classification", "regression", "multilabel"))
     result = Pipeline(config, suite=suite, tokenizer=tiny_tokenizer(), model_factory=_factory, progress=False).run()
