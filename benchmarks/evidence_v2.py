@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = study_config(out / "pipeline", methods, seeds, args.epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks), finetune=mode)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
+    config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)
     # 1) the methods (resumable pipeline stages)
     pvi, groupings = run_grouping_stages(pipe)
