@@ -20,6 +20,8 @@ _LAZY = {
     "PipelineConfig": "hf_taskgroup.pipeline",
     "ConfigError": "hf_taskgroup.config",
     "run_pipeline": "hf_taskgroup.pipeline",
+    "recommend_grouping": "hf_taskgroup.grouping.recommend",
+    "Recommendation": "hf_taskgroup.grouping.recommend",
 }
 
 
@@ -37,8 +39,10 @@ __all__ = [
     "Grouping",
     "PVICallback",
     "PipelineConfig",
+    "Recommendation",
     "compute_pvi",
     "group_tasks",
+    "recommend_grouping",
     "run_pipeline",
     "MultiTaskConfig",
     "MultiTaskModel",

@@ -41,7 +41,8 @@ from typing import Any
 __all__ = [
     "ConfigError", "FINETUNE_MODES", "POOLING_MODES", "MODE_DEFAULTS", "mode_default",
     "SuiteArguments", "ModelArguments", "GroupTrainingArguments", "PVIArguments", "PVIGroupingArguments",
-    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments", "ExecutorArguments",
+    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments",
+    "ExecutorArguments", "RecommendArguments",
     "TrainJobArguments", "PVIJobArguments", "PrecisionArguments", "GroupJobArguments",
     "PipelineConfig", "TrainCommandConfig", "PVICommandConfig", "GroupCommandConfig", "LLMArguments",
     "LLMRunArguments", "LLMCommandConfig",
@@ -440,8 +441,35 @@ class HubArguments(ConfigBase):
 class PublishArguments(ConfigBase):
     """What a run publishes."""
 
-    publish_method: str | None = knob(None, help="whose groups get model folders and cards (default: the first method)")
+    publish_method: str | None = knob(None, help=(
+        "whose groups get model folders and cards, on purpose (default: the recommendation; the first method "
+        "when --recommend is off)"))
     hub_prefix: str | None = knob(None, help="repo prefix, e.g. my-user/demo -> my-user/demo-group0, my-user/demo-pvi")
+
+
+@dataclass
+class RecommendArguments(ConfigBase):
+    """The recommendation stage (:mod:`hf_taskgroup.grouping.recommend`; docs/recommend.md)."""
+
+    recommend: bool = knob(True, help=(
+        "the recommendation stage: candidates = the methods' groupings + single-task; a task harmed by its group "
+        "beyond a bootstrap interval on validation is split out; the best surviving candidate is published"))
+    recommend_seeds: int = knob(3, ge=1, help=(
+        "seeds each candidate group is trained with for the recommendation (the run's seeds first, then the next "
+        "integers)"))
+    bootstrap_samples: int = knob(1000, ge=0, help=(
+        "bootstrap resamples of the validation examples for each task's interval (0: no interval)"))
+    confidence: float = knob(0.95, gt=0, lt=1, help="confidence level of the recommendation's intervals")
+
+    def recommendation_seeds(self) -> list[int]:
+        """The run's seeds, extended with the next integers to ``recommend_seeds`` seeds (or cut to them)."""
+        run_seeds = list(getattr(self, "seeds", None) or [0])
+        seeds = run_seeds[: self.recommend_seeds]
+        nxt = max(run_seeds) + 1
+        while len(seeds) < self.recommend_seeds:
+            seeds.append(nxt)
+            nxt += 1
+        return seeds
 
 
 @dataclass
@@ -630,7 +658,8 @@ class _SettingsMixin:
 
 
 @dataclass
-class PipelineConfig(LLMRunArguments, ExecutorArguments, PublishArguments, HubArguments, RunArguments, GroupingArguments, GroupingOptions,
+class PipelineConfig(RecommendArguments, LLMRunArguments, ExecutorArguments, PublishArguments, HubArguments,
+                     RunArguments, GroupingArguments, GroupingOptions,
                      PVIGroupingArguments, PVIArguments, GroupTrainingArguments, ModelArguments, SuiteArguments,
                      _SettingsMixin):
     """Settings of one pipeline run (``hf-taskgroup run``; all JSON-able; written resolved to ``config.json``).
@@ -687,6 +716,13 @@ class PipelineConfig(LLMRunArguments, ExecutorArguments, PublishArguments, HubAr
     @property
     def primary_method(self) -> str:
         return self.publish_method or self.methods[0]
+
+    @property
+    def published_method(self) -> str:
+        """Whose groups get model folders, cards and Hub repos: ``publish_method``, else the recommendation."""
+        if self.publish_method is None and self.recommend:
+            return "recommended"
+        return self.primary_method
 
 
 @dataclass

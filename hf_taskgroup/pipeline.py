@@ -13,8 +13,9 @@ killed run resumes where it stopped and a changed input recomputes what depends 
       cache/evaluator/                 trainings of search methods (exhaustive, affinity_search, surrogate)
       cache/<method>/                  models trained by task_embedding / grad_estimate themselves
       groupings/<method>.json          one Grouping per method (stage "group")
-      runs/<group>/seed<k>.json        per-task scores of every trained group (stage "train")
-      models/<method>/<group>/         the published method's group models with README.md cards
+      runs/<group>/seed<k>.json        per-task scores (+ per-example outputs) of every trained group (stage "train")
+      recommendation.json              the recommended grouping, per-task verdicts and intervals (stage "recommend")
+      models/<method>/<group>/         the published groups' models with README.md cards ("recommended" by default)
       evaluation.json, report.md, report.json, plots/*.png
 
 Example::
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["COLLECTION_OPTIONS", "Pipeline", "PipelineConfig", "PipelineResult", "run_pipeline"]
 
-STAGES = ("pvi", "group", "train", "report", "cards", "publish")
+STAGES = ("pvi", "group", "train", "recommend", "report", "cards", "publish")
 EVALUATOR_METHODS = ("exhaustive", "affinity_search", "surrogate")
 AFFINITY_METHODS = ("transfer_gain", "tag")
 
@@ -74,6 +75,7 @@ class PipelineResult:
     model_dirs: dict[str, Path]
     published: dict[str, str]
     timings: dict[str, float]
+    recommendation: Any = None  # a hf_taskgroup.grouping.recommend.Recommendation when the stage ran
 
 
 class Pipeline:
@@ -157,13 +159,24 @@ class Pipeline:
         if stop_after == "train":
             return None
         evaluations = evaluate_groupings(groupings, results, split=self.config.eval_split)
+        recommendation = None
+        if self.config.recommend:
+            from hf_taskgroup.grouping.recommend import stage_recommend
+
+            recommendation = self._timed("recommend", stage_recommend, self, groupings, pvi)
+            groupings = {"recommended": recommendation.grouping, **groupings}
+            evaluations = {**evaluate_groupings({"recommended": recommendation.grouping}, recommendation.results,
+                                                split=self.config.eval_split), **evaluations}
+        if stop_after == "recommend":
+            return None
         atomic_write_json(self.out / "evaluation.json", {m: ev.to_dict() for m, ev in evaluations.items()})
-        model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations)
+        model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations, recommendation)
         published: dict[str, str] = {}
         if self.config.push_to_hub:
             published = self._timed("publish", self.stage_publish, model_dirs)
-        report = self._timed("report", self.stage_report, evaluations, pvi, published)
-        return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings)
+        report = self._timed("report", self.stage_report, evaluations, pvi, published, recommendation)
+        return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings,
+                              recommendation)
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
@@ -317,44 +330,72 @@ class Pipeline:
         for grouping in groupings.values():
             for g in grouping.groups:
                 groups.setdefault(group_name(g), sorted(g))
-        publish = {group_name(g) for g in groupings[self.config.primary_method].groups}
+        published = self.config.published_method  # the recommendation saves the models it publishes itself
+        publish = {group_name(g) for g in groupings[published].groups} if published in groupings else set()
         results: dict[str, dict[int, dict[str, Any]]] = {}
         todo = []
         for key, tasks in groups.items():
             for seed in self.config.seeds:
-                path = self.out / "runs" / key / f"seed{seed}.json"
-                stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp(),
-                                "inputs": self._input_fingerprints(tasks)})
                 keep = key in publish and seed == self.config.seeds[0]
-                model_dir = [self.out / "runs" / key / "model"] if keep else []  # a published group's saved model
-                data = self.store.read_json(path, fingerprint=stamp, requires=model_dir)  # verified, same inputs
-                if data is not None:
-                    results.setdefault(key, {})[seed] = data
+                cached, stamp = self._cached_run(tasks, seed, keep)
+                if cached is not None:
+                    results.setdefault(key, {})[seed] = cached
                     continue
-                self.store.discard(path, *model_dir)
                 todo.append((key, tasks, seed, stamp, keep))
 
         def store(index: int, outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> None:
             key, tasks, seed, stamp, _ = todo[index]
-            res, model_files = outcome
-            if model_files is not None:  # the model first: a seed file on disk means its model is complete
-                _write_folder(self.out / "runs" / key / "model", model_files)
-                self.store.seal(self.out / "runs" / key / "model", fingerprint=stamp)
-            res["stamp"] = stamp
-            res["group"] = tasks
-            self.store.write_json(self.out / "runs" / key / f"seed{seed}.json", res, fingerprint=stamp)
-            results.setdefault(key, {})[seed] = res
+            results.setdefault(key, {})[seed] = self._store_run(key, tasks, seed, stamp, outcome)
 
         train = _TrainJob(self.suite, self.config, self._tok(), self.model_factory)
         self.executor.map(train, [(tasks, seed, keep) for _, tasks, seed, _, keep in todo], on_result=store,
                           desc="Training groups", progress=self.progress)
         return results
 
-    def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
-        """Model folders with cards for the published method's groups: ``models/<method>/<group>/``."""
+    def _cached_run(self, tasks: list[str], seed: int, keep_model: bool) -> tuple[dict[str, Any] | None, str]:
+        """``(runs/<group>/seed<k>.json, stamp)`` when the file verifies with the same inputs (with the per-example
+        outputs the recommendation needs, and the model folder when it is to be kept), else ``(None, stamp)``."""
+        key = group_name(tasks)
+        path = self.out / "runs" / key / f"seed{seed}.json"
+        stamp = _stamp({"tasks": sorted(tasks), "seed": seed, "settings": self._settings_stamp(),
+                        "inputs": self._input_fingerprints(sorted(tasks))})
+        model_dir = [self.out / "runs" / key / "model"] if keep_model else []  # a published group's saved model
+        data = self.store.read_json(path, fingerprint=stamp, requires=model_dir)  # verified, same inputs
+        if data is not None and (self.config.pvi_split in data.get("outputs", {}) or not self.config.recommend):
+            return data, stamp
+        self.store.discard(path, *model_dir)
+        return None, stamp
+
+    def _store_run(self, key: str, tasks: list[str], seed: int, stamp: str,
+                   outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> dict[str, Any]:
+        res, model_files = outcome
+        if model_files is not None:  # the model first: a seed file on disk means its model is complete
+            _write_folder(self.out / "runs" / key / "model", model_files)
+            self.store.seal(self.out / "runs" / key / "model", fingerprint=stamp)
+        res["stamp"] = stamp
+        res["group"] = tasks
+        self.store.write_json(self.out / "runs" / key / f"seed{seed}.json", res, fingerprint=stamp)
+        return res
+
+    def train_cached(self, tasks: list[str], seed: int, *, keep_model: bool = False) -> dict[str, Any]:
+        """One training of ``tasks`` with ``seed`` for the recommend stage: the cached run when it matches (see
+        ``_cached_run``), else trained here and written like ``stage_train``'s runs."""
+        tasks = sorted(tasks)
+        cached, stamp = self._cached_run(tasks, seed, keep_model)
+        if cached is not None:
+            return cached
+        return self._store_run(group_name(tasks), tasks, seed, stamp, self._train(tasks, seed, keep_model))
+
+    def _train(self, tasks: list[str], seed: int, keep_model: bool) -> tuple[dict[str, Any], dict[str, bytes] | None]:
+        return _TrainJob(self.suite, self.config, self._tok(), self.model_factory)((tasks, seed, keep_model))
+
+    def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation],
+                    recommendation: Any = None) -> dict[str, Path]:
+        """Model folders with cards for the published groups: ``models/<method>/<group>/``."""
+        from hf_taskgroup.grouping.recommend import card_verdicts
         from hf_taskgroup.publishing.models import build_group_card_data, write_group_model_folder
 
-        method = self.config.primary_method
+        method = self.config.published_method
         grouping = groupings[method]
         ev = evaluations[method]
         dirs = {}
@@ -365,7 +406,9 @@ class Pipeline:
             self.store.discard(target)  # a fresh copy: nothing of an older model stays behind
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
-                encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
+                encoder=self._model_label(), training=self._settings_stamp(),
+                seeds=recommendation.seeds if method == "recommended" else self.config.seeds,
+                verdicts=card_verdicts(recommendation, method, group),
             )
             write_group_model_folder(source, target, card)
             self.store.seal(target)
@@ -390,15 +433,16 @@ class Pipeline:
         return published
 
     def stage_report(self, evaluations: Mapping[str, MethodEvaluation], pvi: Mapping[str, Any],
-                     published: Mapping[str, str]) -> Path:
+                     published: Mapping[str, str], recommendation: Any = None) -> Path:
         from hf_taskgroup.report.render import write_report
 
         config = {**self.config.to_dict(), "tasks": self.tasks, "suite_name": self.suite.name,
                   "model_label": self._model_label()}
         paths = write_report(
             self.out, evaluations, config=config, pvi_summaries={t: r.summary for t, r in pvi.items()},
-            pvi_values=self._pvi_values(pvi), primary_method=self.config.primary_method, published=published,
+            pvi_values=self._pvi_values(pvi), primary_method=self.config.published_method, published=published,
             timings=self.timings, split=self.config.eval_split, reused=self.store.reused,
+            recommendation=recommendation.to_dict() if recommendation is not None else None,
         )
         return paths["report.md"]
 
@@ -432,9 +476,9 @@ class _TrainJob:
         if self.model_factory is not None:
             model = self.model_factory(self.suite.subset(tasks).task_infos(), seed)
         with tempfile.TemporaryDirectory(prefix="hf_taskgroup_train_") as tmp:
+            splits = (self.config.pvi_split, self.config.eval_split)  # per-example outputs: the recommendation
             res = train_group(self.suite, tasks, self.config.train_settings(seed), tokenizer=self.tokenizer,
-                              model=model, eval_splits=(self.config.pvi_split, self.config.eval_split),
-                              output_dir=Path(tmp) / "run")
+                              model=model, eval_splits=splits, prediction_splits=splits, output_dir=Path(tmp) / "run")
             trainer = res.pop("trainer")
             if not keep:
                 return res, None

@@ -175,7 +175,8 @@ PIPELINE_SUITE = tiny_suite(("classification", "regression"))
 
 def run_pipeline_with(out, inject=None, **kw):
     config = PipelineConfig(output_dir=str(out), methods=["exhaustive", "all_in_one"], seeds=[0, 1], num_train_epochs=1,
-                            batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_num_train_epochs=1, **kw)
+                            batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_num_train_epochs=1,
+                            **{"recommend_seeds": 2, **kw})  # the recommendation reuses the run's 2 seeds
     pipe = Pipeline(config, suite=PIPELINE_SUITE, tokenizer=tiny_tokenizer(), model_factory=factory, progress=False)
     if inject is not None:
         pipe.executor = inject

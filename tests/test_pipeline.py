@@ -59,7 +59,7 @@ def test_end_to_end_resume_publish_reload_and_predict(tmp_path, local_hub, hub_r
     assert not (tmp_path / "run" / "groupings").exists()
 
     # 2. re-run: PVI is resumed from its artifacts, not recomputed; the rest runs; then publish
-    second = _pipeline(tmp_path, push_to_hub=True, hub_prefix=hub_repo_id)
+    second = _pipeline(tmp_path, push_to_hub=True, hub_prefix=hub_repo_id, publish_method="pvi")  # a method on purpose
     result = second.run()
     pvi_again = {t: json.loads((tmp_path / "run" / "pvi" / t / "summary.json").read_text()) for t in second.tasks}
     assert pvi_again == summaries  # untouched artifacts
@@ -68,7 +68,7 @@ def test_end_to_end_resume_publish_reload_and_predict(tmp_path, local_hub, hub_r
                  "plots/gains.png", "plots/params_vs_score.png"):
         assert (out / path).exists(), path
     report = json.loads((out / "report.json").read_text())
-    assert {r["method"] for r in report["summary"]} == {"pvi", "all_in_one"}
+    assert {r["method"] for r in report["summary"]} == {"recommended", "pvi", "all_in_one"}
     assert set(result.evaluations["all_in_one"].rows) == set(second.tasks)
 
     # 3. the pushed card records the grouping, the method and per-task results
@@ -100,7 +100,7 @@ def test_end_to_end_resume_publish_reload_and_predict(tmp_path, local_hub, hub_r
         assert task in res.stdout
 
     # 5. a third run reuses every artifact: no model is trained again
-    third = _pipeline(tmp_path)
+    third = _pipeline(tmp_path, publish_method="pvi")
     third._train = _forbid("train")
     again = third.run()
     assert {m: g.groups for m, g in again.groupings.items()} == {m: g.groups for m, g in result.groupings.items()}

@@ -35,7 +35,7 @@ def run(config: PipelineConfig, ctx: Any) -> int:
     for method, grouping in result.groupings.items():
         print(f"{method}: " + "  ".join("{" + ", ".join(g) + "}" for g in grouping.groups))
     print()
-    print(format_console_summary(result.evaluations, next(iter(result.groupings.values())).tasks))
+    print(format_console_summary(result.evaluations, next(iter(result.groupings.values())).tasks, result.recommendation))
     print()
     if result.published:
         for name, where in result.published.items():

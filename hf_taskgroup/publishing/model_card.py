@@ -344,7 +344,7 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
                 "task": task, "metric": result.get("metric", "–"), "split": result.get("split", "test"),
                 "stl": _fmt(result.get("stl_value")), "mtl": _fmt(result.get("value")),
                 "gain": _fmt(gain, signed=True), "negative": gain is not None and gain < 0,
-                "seeds": result.get("seeds", "–"),
+                "seeds": result.get("seeds", "–"), "verdict": result.get("verdict"),
             })
         return rows
 

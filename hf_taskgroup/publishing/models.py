@@ -161,11 +161,13 @@ def build_group_card_data(
     plots: Sequence[str | Path] = (),
     model_name: str | None = None,
     model_id: str | None = None,
+    verdicts: Mapping[str, str] | None = None,
 ) -> MultiTaskModelCardData:
     """Card data of group ``group_index`` of ``grouping`` (a ``Grouping`` or its dict).
 
     ``evaluation`` (a ``MethodEvaluation`` or its dict) gives per-task STL/MTL scores and gains; ``suite`` (a
     ``TaskSuite``) the task types, labels, inputs and Hub dataset ids; ``training`` the settings.
+    ``verdicts`` (task -> text) adds the recommendation's verdict or sanity flag to each task's result row.
 
     Example::
 
@@ -203,6 +205,9 @@ def build_group_card_data(
                 "metric": row["metric"], "split": split, "value": float(row["mtl_mean"]),
                 "stl_value": float(row["stl_mean"]), "gain": float(row["gain"]), "seeds": int(row.get("seeds", 1)),
             }
+    for task, verdict in (verdicts or {}).items():
+        if task in data.results:
+            data.results[task]["verdict"] = str(verdict)
     return data
 
 

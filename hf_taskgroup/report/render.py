@@ -80,11 +80,14 @@ def write_report(
     timings: Mapping[str, float] | None = None,
     split: str = "test",
     reused: Sequence[str] | None = None,
+    recommendation: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.json`` and ``plots/*.png`` into ``output_dir``; return their paths.
 
     ``reused`` lists the artifacts (paths relative to ``output_dir``) taken from an earlier run with the same
-    inputs instead of being computed again."""
+    inputs instead of being computed again. ``recommendation`` (a
+    :meth:`~hf_taskgroup.grouping.recommend.Recommendation.to_dict`) makes the report lead with it: what to
+    train, per task single-task vs recommended with the interval and the verdict."""
     out = Path(output_dir)
     plots_dir = out / "plots"
     paths: dict[str, Path] = {}
@@ -100,6 +103,7 @@ def write_report(
     report = {
         "config": dict(config),
         "split": split,
+        "recommendation": _json_safe(recommendation) if recommendation else None,
         "summary": summary,
         "methods": {m: ev.to_dict() for m, ev in evaluations.items()},
         "pvi": {t: {k: s.get(k) for k in ("v_information", "accuracy", "collapsed", "num_examples")}
@@ -140,6 +144,8 @@ def render_markdown(report: Mapping[str, Any], evaluations: Mapping[str, MethodE
         "(sign flipped where lower is better). Negative transfer = a negative gain.",
         "",
     ]
+    if report.get("recommendation"):
+        lines += render_recommendation(report["recommendation"])
     lines += [_reused_line(report.get("reused")), ""]
     if report.get("pvi"):
         lines += ["## PVI per task", "", "| task | V-information (bits, validation) | V-information (test) | accuracy of g_x (test) | collapsed |",
@@ -187,8 +193,88 @@ def render_markdown(report: Mapping[str, Any], evaluations: Mapping[str, MethodE
     return "\n".join(lines)
 
 
-def format_console_summary(evaluations: Mapping[str, MethodEvaluation], tasks: Sequence[str]) -> str:
-    """A compact plain-text table for the terminal."""
+def _json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=float))
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def render_recommendation(rec: Mapping[str, Any]) -> list[str]:
+    """The report's leading section: what to train, and per task single-task vs recommended with interval and verdict."""
+    rows = rec["rows"]
+    groups = rec["groups"]
+    pct = int(round(100 * rec["confidence"]))
+    saved = rec["single_task_parameters"] - rec["parameters"]
+    lines = [
+        "## Recommendation: what to train", "",
+        f"Train **{len(groups)} model{'s' if len(groups) != 1 else ''}**: "
+        + "; ".join("{" + ", ".join(g) + "}" for g in groups)
+        + f" (from candidate `{rec['candidate']}`). Every candidate group was trained with seeds {rec['seeds']}; "
+        f"a task worse than single-task beyond its {pct}% interval on **{rec['split']}** (bootstrap over examples, "
+        "paired by seed) was split out and the rest retrained. Chosen on validation only; "
+        f"{rec.get('report_split') or 'test'} is reported, never used to choose.", "",
+        f"| task | metric | group | single-task ({rec['split']}) | recommended ({rec['split']}) | difference | "
+        f"{pct}% interval | verdict | {rec.get('report_split') or 'test'}: difference [interval] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t, r in rows.items():
+        test = "-" if r.get("test_difference") is None else f"{r['test_difference']:+.3f} {_interval(r.get('test_low'), r.get('test_high'))}"
+        lines.append(f"| {t} | {r['metric']} | {', '.join(r['group'])} | {r['single']:.3f} | {r['grouped']:.3f} | "
+                     f"{r['difference']:+.3f} | {_interval(r['low'], r['high'])} | **{r['verdict']}** | {test} |")
+    lines += ["", f"Parameters: {rec['parameters'] / 1e6:.1f} M against {rec['single_task_parameters'] / 1e6:.1f} M for "
+              f"single-task models ({saved / 1e6:+.1f} M saved). Mean {rec['split']} gain {rec['mean_gain']:+.3f}. "
+              f"Cost: {rec['cost']['trainings']} trainings ({rec['cost']['seconds']:.0f} s of training, cached runs "
+              "shared with the methods counted).", ""]
+    flagged = {t: f for t, f in (rec.get("flags") or {}).items() if f}
+    if flagged:
+        lines += ["**Sanity flags** (these tasks are never grouped):", ""]
+        lines += [f"- ⚠ {t}: {'; '.join(f)}" for t, f in flagged.items()]
+        lines.append("")
+    lines += ["Candidates (after splitting out harmed tasks):", "",
+              f"| candidate | groups | split out | mean {rec['split']} gain | parameters (M) |", "|---|---|---|---|---|"]
+    for name, c in rec["candidates"].items():
+        mark = " (recommended)" if name == rec["candidate"] else ""
+        lines.append(f"| {name}{mark} | " + "; ".join("{" + ", ".join(g) + "}" for g in c["groups"])
+                     + f" | {', '.join(c['split_out']) or '-'} | {c['mean_gain']:+.3f} | {c['parameters'] / 1e6:.1f} |")
+    lines.append("")
+    return lines
+
+
+def format_recommendation(rec: Any) -> str:
+    """Plain-text recommendation for the terminal (a ``Recommendation`` or its dict)."""
+    d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
+    rows = d["rows"]
+    width = max(12, *(len(t) for t in rows))
+    pct = int(round(100 * d["confidence"]))
+    lines = ["recommended: " + "  ".join("{" + ", ".join(g) + "}" for g in d["groups"])
+             + f"   (candidate {d['candidate']}, seeds {d['seeds']}, chosen on {d['split']})",
+             f"{'task':<{width}}  {'metric':<9} {'single':>7} {'recomm.':>7} {'diff':>7}  {f'{pct}% interval':<17} "
+             f"{'verdict':<14} {d.get('report_split') or 'test'} diff"]
+    for t, r in rows.items():
+        test = "-" if r.get("test_difference") is None else f"{r['test_difference']:+.3f}"
+        lines.append(f"{t:<{width}}  {r['metric']:<9} {r['single']:>7.3f} {r['grouped']:>7.3f} {r['difference']:>+7.3f}  "
+                     f"{_interval(r['low'], r['high']):<17} {r['verdict']:<14} {test}")
+    saved = d["single_task_parameters"] - d["parameters"]
+    lines.append(f"parameters {d['parameters'] / 1e6:.1f} M vs {d['single_task_parameters'] / 1e6:.1f} M single-task "
+                 f"({saved / 1e6:+.1f} M saved); cost {d['cost']['trainings']} trainings")
+    for t, f in (d.get("flags") or {}).items():
+        if f:
+            lines.append(f"flag {t}: {'; '.join(f)}")
+    return "\n".join(lines)
+
+
+def format_console_summary(evaluations: Mapping[str, MethodEvaluation], tasks: Sequence[str],
+                           recommendation: Any = None) -> str:
+    """A compact plain-text table for the terminal (led by the recommendation when given)."""
+    if recommendation is not None:  # its own table (its seeds); the methods' table keeps the run's seeds
+        others = {m: ev for m, ev in evaluations.items() if m != "recommended"}
+        return format_recommendation(recommendation) + "\n\n" + format_console_summary(others, tasks)
     methods = list(evaluations)
     width = max(12, *(len(t) for t in tasks))
     head = f"{'task':<{width}}  {'metric':<9} {'single':>8}" + "".join(f"  {m[:16]:>16}" for m in methods)

@@ -151,13 +151,16 @@ def train_group(
     training_args: Mapping[str, Any] | None = None,
     args: Any = None,
     callbacks: list | None = None,
+    prediction_splits: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one MultiTaskModel on ``tasks`` (one task = single-task training) and evaluate it.
 
     Returns ``{"tasks": {task: {split: {"loss": ..., <metric>: ...}}}, "primary": {task: metric name},
     "train_seconds", "num_parameters", "trainable_parameters", "settings"}``. With ``save_model`` the
     model and tokenizer are saved to ``output_dir``. ``args`` (complete MultiTaskTrainingArguments)
-    replaces the training arguments derived from ``settings`` and ``training_args``.
+    replaces the training arguments derived from ``settings`` and ``training_args``. For the splits named in
+    ``prediction_splits`` the per-example outputs are kept too: ``"outputs": {split: {task: record}}`` (see
+    :func:`hf_taskgroup.training.outputs.compact_outputs`).
     """
     from hf_taskgroup.training.args import MultiTaskTrainingArguments
     from hf_taskgroup.training.modeling import MultiTaskModel
@@ -218,11 +221,20 @@ def train_group(
     trainer.train()
     train_seconds = time.perf_counter() - start
     results: dict[str, dict[str, dict[str, float]]] = {t: {} for t in tasks}
+    outputs: dict[str, dict[str, Any]] = {}
     for split in eval_splits:
         available = {t: tokenized[t][split] for t in tasks if split in tokenized[t]}
         if not available:
             continue
-        metrics = trainer.evaluate(available, metric_key_prefix=split)
+        if split in prediction_splits:  # one pass gives the metrics and the per-example outputs
+            from hf_taskgroup.training.outputs import compact_outputs
+
+            predicted = trainer.predict_tasks(available, metric_key_prefix=split)
+            metrics = {k: v for out in predicted.values() for k, v in (out.metrics or {}).items()}
+            outputs[split] = {t: compact_outputs(infos[t]["type"], out.predictions, out.label_ids)
+                              for t, out in predicted.items()}
+        else:
+            metrics = trainer.evaluate(available, metric_key_prefix=split)
         for t in available:
             prefix = f"{split}_{t}_"
             results[t][split] = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)
@@ -236,6 +248,8 @@ def train_group(
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "settings": settings.to_dict(),
     }
+    if outputs:
+        summary["outputs"] = outputs
     if save_model:
         trainer.save_model(args.output_dir)
         if trainer.is_world_process_zero():
