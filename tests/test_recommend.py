@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hf_taskgroup.grouping.recommend import constant_baseline, paired_bootstrap, recommend_grouping
-from hf_taskgroup.report.evaluation import group_key
+from hf_taskgroup.report.evaluation import group_name
 
 N = 300  # validation / test examples per task
 
@@ -223,7 +223,7 @@ def test_pipeline_recommends_publishes_and_reports_it_first(tmp_path):
     assert saved["groups"] == rec.grouping.groups and set(saved["rows"]) == set(suite.task_names)
     # every candidate group was trained with both seeds, with per-example validation outputs
     for group in rec.grouping.groups + [[t] for t in suite.task_names]:
-        key = group_key(group)
+        key = group_name(group)
         for seed in (0, 1):
             run = json.loads((out / "runs" / key / f"seed{seed}.json").read_text())
             assert set(run["outputs"]["validation"]) == set(group)
@@ -239,9 +239,9 @@ def test_pipeline_recommends_publishes_and_reports_it_first(tmp_path):
     console = format_console_summary(result.evaluations, suite.task_names, rec)
     assert console.startswith("recommended: ") and all(rec.rows[t].verdict in console for t in suite.task_names)
     # the recommended groups are what gets model folders and cards, with the verdicts in the cards
-    assert set(result.model_dirs) == {group_key(g) for g in rec.grouping.groups}
+    assert set(result.model_dirs) == {group_name(g) for g in rec.grouping.groups}
     for group in rec.grouping.groups:
-        folder = out / "models" / "recommended" / group_key(group)
+        folder = out / "models" / "recommended" / group_name(group)
         card = (folder / "README.md").read_text()
         assert any(f"({v})" in card or v in card for v in (rec.rows[t].verdict for t in group))
         assert (folder / "config.json").exists()
@@ -278,7 +278,7 @@ def test_cached_trainer_keeps_outputs_and_resumes(tmp_path, monkeypatch):
     train = rec_mod.cached_trainer(suite, settings, tmp_path, tokenizer=tiny_tokenizer(), model_factory=_factory)
     first = train(["sim", "sent"], 1)
     assert first["settings"]["seed"] == 1 and set(first["outputs"]) == {"validation", "test"}
-    assert (tmp_path / "runs" / group_key(["sent", "sim"]) / "seed1.json").exists()
+    assert (tmp_path / "runs" / group_name(["sent", "sim"]) / "seed1.json").exists()
     import hf_taskgroup.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "train_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))

@@ -12,7 +12,7 @@ from utils import regression_rows, sentiment_rows, tiny_bert_config, tiny_tokeni
 from hf_taskgroup.artifacts import ArtifactError, ArtifactWarning
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.pipeline import Pipeline, PipelineConfig
-from hf_taskgroup.report.evaluation import group_key
+from hf_taskgroup.report.evaluation import group_name
 from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel
 
 
@@ -91,10 +91,10 @@ def test_editing_a_train_file_recomputes_what_depends_on_it_like_a_fresh_run(tmp
 
     # only what does not depend on the edited task was reused, and the report says so
     reused = json.loads((out / "report.json").read_text())["reused"]
-    sim_only = f"runs/{group_key(['sim'])}/seed0.json"
+    sim_only = f"runs/{group_name(['sim'])}/seed0.json"
     assert "pvi/sim" in reused and sim_only in reused
     assert "pvi/sent" not in reused and not any(r.startswith("groupings/") for r in reused)
-    assert not any(group_key(["sent"]) in r or group_key(["sent", "sim"]) in r for r in reused)
+    assert not any(group_name(["sent"]) in r or group_name(["sent", "sim"]) in r for r in reused)
     assert "Reused from an earlier run" in (out / "report.md").read_text()
     assert sorted(reused) == sorted(pipe.store.reused)
 
@@ -123,9 +123,9 @@ def test_corrupt_artifacts_are_named_and_recomputed_and_never_published(tmp_path
 
     # truncate one of each kind of artifact
     weights = out / "runs" / key / "model" / "model.safetensors"
-    scores = out / "runs" / group_key(["sim"]) / "seed0.json"
-    if key == group_key(["sim"]):
-        scores = out / "runs" / group_key(["sent"]) / "seed0.json"
+    scores = out / "runs" / group_name(["sim"]) / "seed0.json"
+    if key == group_name(["sim"]):
+        scores = out / "runs" / group_name(["sent"]) / "seed0.json"
     arrow = next((out / "pvi" / "sent" / "dataset").rglob("*.arrow"))
     grouping = out / "groupings" / "all_in_one.json"
     for path in (weights, scores, arrow, grouping):

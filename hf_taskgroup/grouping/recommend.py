@@ -415,10 +415,10 @@ class _Search:
         return self.infos[task].get("id2label")
 
     def runs(self, group: Sequence[str]) -> list[Mapping[str, Any]]:
-        from hf_taskgroup.report.evaluation import group_key
+        from hf_taskgroup.report.evaluation import group_name
 
         members = sorted(group)
-        key = group_key(members)
+        key = group_name(members)
         store = self.results.setdefault(key, {})
         for seed in self.seeds:
             if seed not in store:
@@ -514,7 +514,7 @@ def cached_trainer(suite: Any, settings: Any, output_dir: str | Path, *, tokeniz
     ``<output_dir>/runs/<group>/seed<k>.json`` (written atomically; reused when the settings match)."""
     import dataclasses
 
-    from hf_taskgroup.report.evaluation import group_key
+    from hf_taskgroup.report.evaluation import group_name
     from hf_taskgroup.training.train import train_group
     from hf_taskgroup.utils import atomic_write_json
 
@@ -523,7 +523,7 @@ def cached_trainer(suite: Any, settings: Any, output_dir: str | Path, *, tokeniz
 
     def train(tasks: list[str], seed: int) -> Mapping[str, Any]:
         run_settings = dataclasses.replace(settings, seed=seed)
-        path = root / "runs" / group_key(tasks) / f"seed{seed}.json"
+        path = root / "runs" / group_name(tasks) / f"seed{seed}.json"
         stamp = {"tasks": sorted(tasks), "settings": run_settings.to_dict(), "splits": list(wanted)}
         if path.exists():
             data = json.loads(path.read_text())
