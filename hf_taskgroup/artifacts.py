@@ -345,6 +345,13 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.reused: list[str] = []
+        self._written: set[str] = set()  # sealed by this store: a later read in the same run is not a reuse
+
+    def record_reuse(self, path: Path) -> None:
+        """Add ``path`` to :attr:`reused` once, unless this store wrote it (then it was computed in this run)."""
+        rel = self._rel(path)
+        if rel not in self._written and rel not in self.reused:
+            self.reused.append(rel)
 
     def path(self, rel: str | os.PathLike[str]) -> Path:
         """An artifact's path: absolute paths and paths that already start with ``root`` are kept; others are
@@ -373,6 +380,7 @@ class ArtifactStore:
         manifest = {"manifest_version": MANIFEST_VERSION, "kind": "folder" if path.is_dir() else "file",
                     "fingerprint": fingerprint, "files": _listing(path)}
         atomic_write_json(self.manifest_path(path), manifest)
+        self._written.add(self._rel(path))
         return path
 
     def unseal(self, rel: str | os.PathLike[str]) -> None:
@@ -401,7 +409,7 @@ class ArtifactStore:
         elif result.status == "stale":
             logger.info("%s was made from other inputs (%s); computing it again", path, result.detail)
         elif result.ok and record:
-            self.reused.append(self._rel(path))
+            self.record_reuse(path)
         return result
 
     def _check(self, path: Path, fingerprint: str | None) -> ArtifactCheck:
@@ -454,7 +462,7 @@ class ArtifactStore:
             warnings.warn(f"{path}: unreadable JSON ({err}); ignoring it and computing it again", ArtifactWarning,
                           stacklevel=2)
             return None
-        self.reused.append(self._rel(path))
+        self.record_reuse(path)
         return data
 
     def discard(self, *rels: str | os.PathLike[str]) -> None:
@@ -498,7 +506,7 @@ def load_verified(store: ArtifactStore, rel: str | os.PathLike[str], fingerprint
         warnings.warn(f"{path}: cannot be loaded ({type(err).__name__}: {err}); ignoring it and computing it again",
                       ArtifactWarning, stacklevel=2)
         return None
-    store.reused.append(store._rel(path))
+    store.record_reuse(path)
     return value
 
 

@@ -54,10 +54,14 @@ def test_evaluator_cache_keys_keep_their_format():
 
 
 def test_store_reuses_only_verified_artifacts(tmp_path):
-    store = ArtifactStore(tmp_path)
-    store.write_json("runs/a/seed0.json", {"loss": 0.25}, fingerprint="f1")
+    writer = ArtifactStore(tmp_path)
+    writer.write_json("runs/a/seed0.json", {"loss": 0.25}, fingerprint="f1")
+    assert writer.read_json("runs/a/seed0.json", fingerprint="f1") == {"loss": 0.25}
+    assert writer.reused == []  # written in this run: reading it back is not a reuse
+    store = ArtifactStore(tmp_path)  # a later run
     assert store.read_json("runs/a/seed0.json", fingerprint="f1") == {"loss": 0.25}
-    assert store.reused == ["runs/a/seed0.json"]
+    assert store.read_json("runs/a/seed0.json", fingerprint="f1") == {"loss": 0.25}
+    assert store.reused == ["runs/a/seed0.json"]  # listed once
     # other inputs: stale, recomputed silently (no warning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -90,9 +94,10 @@ def test_store_takes_paths_relative_to_its_root_or_already_under_it(tmp_path, mo
     store.write_json("out/groupings/a.json", {"v": 1}, fingerprint="f")
     store.write_json("groupings/b.json", {"v": 2}, fingerprint="f")
     assert (tmp_path / "out" / "groupings" / "a.json").is_file() and not (tmp_path / "out" / "out").exists()
-    assert store.read_json("groupings/a.json", fingerprint="f") == {"v": 1}
-    assert store.read_json("out/groupings/b.json", fingerprint="f") == {"v": 2}
-    assert store.reused == ["groupings/a.json", "groupings/b.json"]
+    later = ArtifactStore("out")  # a later run
+    assert later.read_json("groupings/a.json", fingerprint="f") == {"v": 1}
+    assert later.read_json("out/groupings/b.json", fingerprint="f") == {"v": 2}
+    assert later.reused == ["groupings/a.json", "groupings/b.json"]
 
 
 def test_store_verifies_folders_file_by_file(tmp_path):
