@@ -85,9 +85,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
             raise ConfigError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
-        # the same ranges as the configuration spine (one declaration): epochs/lr > 0, sizes >= 1
-        check_against_spine(self, {"num_train_epochs": "num_train_epochs", "learning_rate": "learning_rate",
-                                   "per_device_train_batch_size": "batch_size", "max_length": "max_length",
+        # the same ranges as the configuration spine (one declaration) for sizes and choices; epochs and learning
+        # rate are checked by the configs users set (the library itself may train 0 epochs / at rate 0)
+        check_against_spine(self, {"per_device_train_batch_size": "batch_size", "max_length": "max_length",
                                    "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling"})
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
         self.num_train_epochs = self.resolved_epochs()
