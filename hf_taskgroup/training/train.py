@@ -21,6 +21,7 @@ from typing import Any
 
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.training.metrics import primary_metric
+from hf_taskgroup.training.modeling import DEFAULT_TRAINABLE_LAYERS, FINETUNE_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class TrainSettings:
     pooling: str = "mean"
     trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])  # shared trunk: what MTL shares in frozen mode
     max_length: int = 128
-    num_train_epochs: float | None = None  # None: 20 frozen, 5 lora, 3 full
-    learning_rate: float | None = None  # None: 3e-3 frozen, 3e-4 lora, 5e-5 full
+    num_train_epochs: float | None = None  # None: 20 frozen, 5 lora, 3 full and partial
+    learning_rate: float | None = None  # None: 3e-3 frozen, 3e-4 lora, 5e-5 full and partial
     per_device_train_batch_size: int = 16
     per_device_eval_batch_size: int = 64
     weight_decay: float = 0.0
@@ -62,10 +63,14 @@ class TrainSettings:
     sampling_temperature: float = 1.0
     seed: int = 0
     use_cpu: bool = False
+    # partial mode: how many top encoder layers train (the lower ones run once; their token states are cached)
+    trainable_layers: int = DEFAULT_TRAINABLE_LAYERS
 
     def __post_init__(self) -> None:
-        if self.finetune not in ("full", "lora", "frozen"):
-            raise ValueError(f"finetune must be full, lora or frozen, got {self.finetune!r}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+        if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
+            raise ValueError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
         self.num_train_epochs = self.resolved_epochs()
         self.learning_rate = self.resolved_learning_rate()
@@ -73,15 +78,18 @@ class TrainSettings:
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return {"frozen": 3e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+        return {"frozen": 3e-3, "full": 5e-5, "lora": 3e-4, "partial": 5e-5}[self.finetune]
 
     def resolved_epochs(self) -> float:
         if self.num_train_epochs is not None:
             return self.num_train_epochs
-        return {"frozen": 20.0, "full": 3.0, "lora": 5.0}[self.finetune]
+        return {"frozen": 20.0, "full": 3.0, "lora": 5.0, "partial": 3.0}[self.finetune]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.finetune != "partial":  # k means nothing outside partial mode: keep other modes' cache keys as they were
+            out.pop("trainable_layers")
+        return out
 
 
 class TokenizedSuiteCache:
@@ -158,6 +166,7 @@ def train_group(
     arg_values = dict(
         output_dir=str(out_dir),
         finetune=settings.finetune,
+        trainable_layers=settings.trainable_layers,
         num_train_epochs=settings.resolved_epochs(),
         learning_rate=settings.resolved_learning_rate(),
         per_device_train_batch_size=settings.per_device_train_batch_size,
