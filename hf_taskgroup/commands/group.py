@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="any other method keyword (JSON value)")
     t = p.add_argument_group("training (suite-based methods)")
     t.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2)")
-    t.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
+    t.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full", "partial"])
     t.add_argument("--epochs", type=float, default=3.0)
     t.add_argument("--learning_rate", type=float, default=None)
     t.add_argument("--batch_size", type=int, default=32)

