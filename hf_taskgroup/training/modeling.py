@@ -29,16 +29,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
+from hf_taskgroup.config import DEFAULT_TRAINABLE_LAYERS, FINETUNE_MODES, PARTIAL_MODEL_TYPES
 from hf_taskgroup.data.tasks import TASK_TYPES
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("full", "lora", "frozen", "partial")
-#: Default number of top encoder layers that train in ``partial`` mode (the one default of ``trainable_layers``).
-DEFAULT_TRAINABLE_LAYERS = 2
-#: Encoder families whose ``encoder.layer`` stack ``partial`` mode can split: each layer maps
-#: ``(hidden_states, extended_mask)`` to hidden states and nothing runs after the last layer.
-PARTIAL_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie")
+__all__ = ["DEFAULT_TRAINABLE_LAYERS", "FINETUNE_MODES", "PARTIAL_MODEL_TYPES", "MultiTaskConfig", "MultiTaskModel",
+           "MultiTaskOutput", "TaskHead", "apply_lora", "compute_task_loss"]
 
 
 class MultiTaskConfig(PreTrainedConfig):
