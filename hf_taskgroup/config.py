@@ -342,10 +342,11 @@ def check_partial_encoder(model_config: Any, trainable_layers: int, where: str =
     Example::
 
         >>> from transformers import BertConfig
-        >>> check_partial_encoder(BertConfig(num_hidden_layers=6), 7)
-        Traceback (most recent call last):
-        ...
-        hf_taskgroup.config.ConfigError: --trainable_layers must be in 1..6 for the model (6 layers), got 7
+        >>> try:
+        ...     check_partial_encoder(BertConfig(num_hidden_layers=6), 7)
+        ... except ValueError as err:
+        ...     print(err)
+        --trainable_layers must be in 1..6 for the model (6 layers), got 7
     """
     model_type = getattr(model_config, "model_type", None)
     if model_type not in PARTIAL_MODEL_TYPES:
