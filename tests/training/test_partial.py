@@ -168,7 +168,8 @@ def test_partial_training_updates_only_the_top_layers_trunk_and_heads(suite, tok
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = MultiTaskTrainer(model=model, args=_args(tmp_path, trainable_layers=1),
                                train_dataset={t: data[t]["train"] for t in suite.task_names},
-                               eval_dataset={t: data[t]["validation"] for t in suite.task_names}, processing_class=tok)
+                               eval_dataset={t: data[t]["validation"] for t in suite.task_names}, processing_class=tok,
+                               feature_cache=FeatureCache())  # its own cache: the count below is this run's
     trainer.train()
     top = f"encoder.encoder.layer.{LAYERS - 1}."
     for name, p in model.named_parameters():
