@@ -18,6 +18,7 @@ from hf_taskgroup.config import (
     MODE_DEFAULTS,
     ConfigError,
     GroupCommandConfig,
+    LLMCommandConfig,
     PipelineConfig,
     PVICommandConfig,
     TrainCommandConfig,
@@ -26,9 +27,11 @@ from hf_taskgroup.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"run": PipelineConfig, "train": TrainCommandConfig, "pvi": PVICommandConfig, "group": GroupCommandConfig}
+CONFIGS = {"run": PipelineConfig, "train": TrainCommandConfig, "pvi": PVICommandConfig, "group": GroupCommandConfig,
+           "llm": LLMCommandConfig}
 #: the smallest valid command line of each subcommand (group needs a method and an output)
-MINIMAL = {"run": [], "train": [], "pvi": [], "group": ["--method", "all_in_one", "--output", "g.json"]}
+MINIMAL = {"run": [], "train": [], "pvi": [], "group": ["--method", "all_in_one", "--output", "g.json"],
+           "llm": ["--model", "my-org/my-llm"]}
 
 
 def _default(f: dataclasses.Field):
@@ -120,10 +123,14 @@ def test_config_file_fills_the_fields_and_flags_override_it(command, tmp_path):
     values = {"batch_size": 4, "max_length": 50, "tasks": ["a", "b"], "trunk_hidden_sizes": [32, 16]}
     if command == "group":
         values.update(method="all_in_one", output=str(tmp_path / "g.json"))
+    if command == "llm":  # a causal LM has no encoder settings
+        values = {"batch_size": 4, "max_new_tokens": 50, "tasks": ["a", "b"], "model": "my-org/my-llm"}
     path.write_text(yaml.safe_dump(values))
     _, config = parse([command, "--config", str(path), "--batch_size", "8"])
     assert config.batch_size == 8  # the flag wins
-    assert (config.max_length, config.tasks, config.trunk_hidden_sizes) == (50, ["a", "b"], [32, 16])
+    for key, value in values.items():
+        if key != "batch_size":
+            assert getattr(config, key) == value, key
 
 
 def test_config_file_with_an_unknown_key_is_refused(tmp_path):
