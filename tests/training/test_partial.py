@@ -252,8 +252,8 @@ def test_tiny_pipeline_runs_in_partial_mode_and_saves_full_models(tmp_path, tok)
         return _model(suite.subset(list(infos)), seed=seed)
 
     cfg = PipelineConfig(output_dir=str(tmp_path / "run"), methods=["pvi", "all_in_one"], finetune="partial",
-                         trainable_layers=2, epochs=1, batch_size=8, trunk_hidden_sizes=[8], max_length=32,
-                         pvi_null="analytic", pvi_epochs=1)
+                         trainable_layers=2, num_train_epochs=1, batch_size=8, trunk_hidden_sizes=[8], max_length=32,
+                         pvi_null="analytic", pvi_num_train_epochs=1)
     result = Pipeline(cfg, suite=suite, tokenizer=tok, model_factory=factory, progress=False).run()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["trainable_layers"] == 2
     assert set(result.evaluations["all_in_one"].rows) == set(suite.task_names)
