@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from hf_taskgroup.artifacts import check_model_path, model_fingerprint, tokenizer_fingerprint
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
 from hf_taskgroup.executor import make_executor
 from hf_taskgroup.pvi.artifacts import (
@@ -252,6 +253,8 @@ def compute_pvi(
     if reserved:
         raise ValueError(f"training_args may not set {reserved}: compute_pvi controls them (use settings=/seed=)")
     settings = _resolve_settings(settings, model_name_or_path, seed)
+    if model_factory is None or tokenizer is None:
+        check_model_path(settings.model_name_or_path)  # a missing model folder: one error naming it
     from hf_taskgroup.training.modeling import FINETUNE_MODES
 
     if settings.finetune not in FINETUNE_MODES:
@@ -272,7 +275,10 @@ def compute_pvi(
     }
     results: dict[str, PVIResult] = {}
     with _quiet_datasets():
-        jobs = [_plan(spec, splits, heldout, base, output_dir, overwrite) for spec in suite]  # preflight, no training
+        # model weights and tokenizer identity are part of every task's hash (the data content is, per task)
+        inputs = {"model": label if model_factory is not None else model_fingerprint(settings.model_name_or_path),
+                  "tokenizer": tokenizer_fingerprint(tokenizer)}
+        jobs = [_plan(spec, splits, heldout, base, output_dir, overwrite, inputs) for spec in suite]  # preflight
         if any(j.finished is None for j in jobs) and tokenizer is None:
             if model_factory is not None and settings.model_name_or_path is None:
                 raise ValueError("compute_pvi got a model_factory but no tokenizer: pass tokenizer= (or "
@@ -324,7 +330,7 @@ def _result(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
 
 
 def _plan(spec: TaskSpec, splits: Sequence[str], heldout: str, base: Mapping[str, Any], output_dir: Path,
-          overwrite: bool) -> _Job:
+          overwrite: bool, inputs: Mapping[str, Any] | None = None) -> _Job:
     raw = spec.load()
     if "train" not in raw:
         raise ValueError(f"task {spec.name!r}: no 'train' split to train the PVI models on (splits: {sorted(raw)})")
@@ -342,7 +348,8 @@ def _plan(spec: TaskSpec, splits: Sequence[str], heldout: str, base: Mapping[str
     digest = data_digest(raw, [*spec.input_columns, spec.label_column])
     label_names = spec.get_label_names()
     h = settings_hash(settings, data=digest, task_type=spec.type,
-                      label_names=[str(x) for x in label_names] if label_names is not None else None)
+                      label_names=[str(x) for x in label_names] if label_names is not None else None,
+                      inputs=dict(inputs or {}))
     task_dir = output_dir / spec.name
     finished = read_finished(task_dir, h)
     if finished is None:
