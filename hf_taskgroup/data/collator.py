@@ -16,7 +16,8 @@ class MultiTaskDataCollator:
     """Collate examples of one task into a batch.
 
     Pads ``input_ids``/``attention_mask``/``token_type_ids`` with the tokenizer, token-level ``labels``
-    with ``-100``, cached ``features`` (frozen mode) with zeros, and stacks ``task_ids``.
+    with ``-100``, cached ``features`` (frozen mode) with zeros, cached ``hidden_states`` (partial mode,
+    ``[T_i, H]`` per row, float16 on disk) with zeros and their ``attention_mask`` with 0, and stacks ``task_ids``.
     Works with a tokenizer (``tokenizer.pad``) or, for feature-only batches, without.
 
     Example::
@@ -31,6 +32,9 @@ class MultiTaskDataCollator:
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
         first = examples[0]
+        if "hidden_states" in first:  # partial mode: cached token states + their mask, no token ids
+            batch["hidden_states"], batch["attention_mask"] = _collate_states(examples)
+            examples = [{k: v for k, v in ex.items() if k not in ("hidden_states", *_INPUT_KEYS)} for ex in examples]
         inputs = [{k: ex[k] for k in _INPUT_KEYS if k in ex} for ex in examples]
         if inputs[0]:
             if self.tokenizer is None:
@@ -82,3 +86,17 @@ def _collate_features(features: list[Any]) -> torch.Tensor:
     for i, t in enumerate(tensors):
         out[i, : t.shape[0]] = t
     return out
+
+
+def _collate_states(examples: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    import numpy as np
+
+    rows = [np.asarray(ex["hidden_states"]) for ex in examples]
+    width = max(r.shape[0] for r in rows)
+    states = torch.zeros(len(rows), width, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (r, ex) in enumerate(zip(rows, examples)):
+        states[i, : r.shape[0]] = torch.from_numpy(r.astype(np.float32))
+        m = ex.get("attention_mask")
+        mask[i, : r.shape[0]] = torch.as_tensor(np.asarray(m, dtype=np.int64)) if m is not None else 1
+    return states, mask

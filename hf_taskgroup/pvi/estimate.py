@@ -211,7 +211,7 @@ def compute_pvi(
         task_or_suite: a :class:`TaskSuite`, one :class:`TaskSpec`, or a suite YAML path.
         model_name_or_path: encoder (Hub id or folder); default ``settings.model_name_or_path`` or the demo MiniLM.
         tokenizer: default: loaded from the model path.
-        settings: :class:`TrainSettings` (``finetune`` full|lora|frozen, epochs, learning rate, batch size,
+        settings: :class:`TrainSettings` (``finetune`` full|lora|frozen|partial, epochs, learning rate, batch size,
             pooling, max_length, seed).
         null: ``"trained"`` (a null model fine-tuned on empty inputs) or ``"analytic"`` (smoothed label
             frequencies; ``smoothing`` is the add-k constant). Token classification always uses the tag prior.
@@ -254,12 +254,15 @@ def compute_pvi(
     settings = _resolve_settings(settings, model_name_or_path, seed)
     if model_factory is None or tokenizer is None:
         check_model_path(settings.model_name_or_path)  # a missing model folder: one error naming it
-    if settings.finetune not in ("full", "lora", "frozen"):
-        raise ValueError(f"settings.finetune must be full, lora or frozen, got {settings.finetune!r}")
+    from hf_taskgroup.training.modeling import FINETUNE_MODES
+
+    if settings.finetune not in FINETUNE_MODES:
+        raise ValueError(f"settings.finetune must be one of {', '.join(FINETUNE_MODES)}, got {settings.finetune!r}")
     output_dir = Path(output_dir)
     label = _model_label(settings, model_factory)
     base = {
         "model": label, "finetune": settings.finetune, "epochs": settings.num_train_epochs, "null": null,
+        **({"trainable_layers": settings.trainable_layers} if settings.finetune == "partial" else {}),
         "heldout": heldout, "folds": folds if heldout == "kfold" else None, "seed": settings.seed,
         "max_length": settings.max_length, "learning_rate": settings.resolved_learning_rate(),
         "batch_size": settings.per_device_train_batch_size, "pooling": settings.pooling,

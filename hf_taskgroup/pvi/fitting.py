@@ -4,7 +4,8 @@
 ``g_x`` on ``(x, y)`` rows with :class:`~hf_taskgroup.training.trainer.MultiTaskTrainer` (quiet), and gets the
 null side: a null model of the same family trained the same way on ``(null, y)`` rows and run ONCE on
 the null input, or the analytic label prior. In ``frozen`` mode the encoder is run once per split
-(cached by encoder fingerprint) and both training and scoring read the cached features.
+(cached by encoder fingerprint) and both training and scoring read the cached features; in ``partial``
+mode the lower layers run once per split and both read their cached token states (memory-mapped).
 
 Example::
 
@@ -144,6 +145,7 @@ class TaskFitter:
         self.training_args = dict(training_args or {})
         self.progress = progress
         self.frozen = settings.finetune == "frozen"
+        self.partial = settings.finetune == "partial"
         self.token_level = task_type == "token_classification"
         self.pad_token_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         self.trainings = 0
@@ -168,7 +170,7 @@ class TaskFitter:
         """Train ``model`` on ``rows`` with a quiet MultiTaskTrainer; returns the trained (maybe peft) model."""
         s = self.settings
         values = dict(
-            finetune=s.finetune, num_train_epochs=s.num_train_epochs, learning_rate=s.resolved_learning_rate(),
+            finetune=s.finetune, trainable_layers=s.trainable_layers, num_train_epochs=s.num_train_epochs, learning_rate=s.resolved_learning_rate(),
             per_device_train_batch_size=s.per_device_train_batch_size,
             per_device_eval_batch_size=s.per_device_eval_batch_size, weight_decay=s.weight_decay,
             warmup_steps=s.warmup_steps, seed=s.seed, data_seed=s.seed, use_cpu=s.use_cpu, save_strategy="no",
@@ -194,7 +196,10 @@ class TaskFitter:
 
     # ---- data -------------------------------------------------------------------------------------
     def model_rows(self, model: Any, split: str, rows: TaskRows) -> TaskRows:
-        """``rows`` as ``model`` consumes them: token ids, or (frozen) cached encoder features."""
+        """``rows`` as ``model`` consumes them: token ids, (frozen) cached encoder features or (partial) cached
+        token states of the lower layers."""
+        if self.partial:
+            return self._partial_rows(model, split, rows)
         if not self.frozen:
             return rows
         from hf_taskgroup.training.features import default_feature_cache, inputs_digest
@@ -215,6 +220,27 @@ class TaskFitter:
             raise RuntimeError(f"task {self.task!r}, split {split!r}: cached features cover {len(feats)} rows, "
                                f"not {len(rows)}")
         return rows.without_columns(*INPUT_COLUMNS).with_columns(features=feats)
+
+    def _states(self, model: Any, rows: TaskRows, desc: str) -> Any:
+        from hf_taskgroup.pvi.inference import _batch_inputs
+        from hf_taskgroup.training.features import default_feature_cache, inputs_digest
+
+        # the process-wide cache: the pipeline's grouped models reuse these states (same tokens, same k)
+        digest = inputs_digest({c: rows.columns[c] for c in INPUT_COLUMNS if c in rows.columns})
+        return default_feature_cache().get_token_states(
+            base_model(model), trainable_layers=self.settings.trainable_layers, digest=digest, lengths=rows.lengths(),
+            make_batch=lambda idx: _batch_inputs(rows, idx, self.pad_token_id), batch_size=self.batch_size,
+            desc=desc, progress=self.progress,
+        )
+
+    def _partial_rows(self, model: Any, split: str, rows: TaskRows) -> TaskRows:
+        states = self._states(model, rows, f"Encoding {self.task}/{split}")
+        if len(states) != len(rows):
+            raise RuntimeError(f"task {self.task!r}, split {split!r}: cached states cover {len(states)} rows, not {len(rows)}")
+        pairs = [states.row(i) for i in range(len(states))]
+        kept = {k: v for k, v in rows.columns.items() if k not in INPUT_COLUMNS}
+        return TaskRows({**kept, "hidden_states": [p[0] for p in pairs], "attention_mask": [p[1] for p in pairs]},
+                        rows.row_ids)
 
     # ---- fitting ----------------------------------------------------------------------------------
     def fit(self, train_rows: TaskRows, indices: Sequence[int] | None = None, *, suffix: str = "") -> Fit:
@@ -244,6 +270,10 @@ class TaskFitter:
         if self.frozen:
             null_in = {"features": encoder_features(model, TaskRows({k: [v] for k, v in null_in.items()}),
                                                     token_level=False, progress=False)[0]}
+        elif self.partial:
+            null_rows_in = self._partial_rows(model, "null", TaskRows({k: [v] for k, v in null_in.items()}))
+            null_in = {"hidden_states": null_rows_in.columns["hidden_states"][0],
+                       "attention_mask": null_rows_in.columns["attention_mask"][0]}
         n = len(rows)
         null_rows = TaskRows({**{k: [v] * n for k, v in null_in.items()}, "labels": labels}, rows.row_ids)
         model = self.train(model, null_rows)

@@ -47,8 +47,8 @@ __all__ = [
 class TaskRows(TorchDataset):
     """One task's examples held in memory as columns (lists or arrays of equal length).
 
-    Columns are the model inputs (``input_ids``/``attention_mask``/``token_type_ids``, or ``features``
-    in frozen mode), ``labels`` and optionally ``task_ids``. ``row_ids`` are the positions of the rows
+    Columns are the model inputs (``input_ids``/``attention_mask``/``token_type_ids``, ``features``
+    in frozen mode, or ``hidden_states`` + ``attention_mask`` in partial mode), ``labels`` and optionally ``task_ids``. ``row_ids`` are the positions of the rows
     in the raw split, kept through :meth:`subset`, so out-of-fold scores land on the right examples.
 
     Example::
@@ -108,6 +108,8 @@ class TaskRows(TorchDataset):
         """Sequence length of each row (token count, or 1 for pooled features)."""
         if "input_ids" in self.columns:
             return [len(x) for x in self.columns["input_ids"]]
+        if "hidden_states" in self.columns:  # partial mode: cached token states [T_i, H]
+            return [int(np.shape(s)[0]) for s in self.columns["hidden_states"]]
         if "features" in self.columns:
             return [int(np.shape(f)[0]) if np.ndim(f) == 2 else 1 for f in self.columns["features"]]
         raise ValueError(f"TaskRows has neither input_ids nor features (columns: {self.column_names})")
@@ -134,6 +136,11 @@ def _pad(rows: list[Sequence[int]], value: int) -> torch.Tensor:
 
 def _batch_inputs(rows: TaskRows, idx: Sequence[int], pad_token_id: int) -> dict[str, torch.Tensor]:
     cols = rows.columns
+    if "hidden_states" in cols:  # partial mode: pad cached token states and their mask
+        from hf_taskgroup.data.collator import MultiTaskDataCollator
+
+        return MultiTaskDataCollator()([{k: cols[k][i] for k in ("hidden_states", "attention_mask") if k in cols}
+                                        for i in idx])
     if "features" in cols:
         feats = [np.asarray(cols["features"][i], dtype=np.float32) for i in idx]
         if feats[0].ndim == 1:
@@ -229,7 +236,7 @@ def null_model_output(model: Any, null_input: Mapping[str, Any], *, task: str) -
     """
     from hf_taskgroup.pvi.null import null_logits_from_model_output
 
-    rows = TaskRows({k: [v] for k, v in null_input.items() if k in (*INPUT_COLUMNS, "features")})
+    rows = TaskRows({k: [v] for k, v in null_input.items() if k in (*INPUT_COLUMNS, "features", "hidden_states")})
     out = predict_outputs(model, rows, task=task, batch_size=1, progress=False)
     return null_logits_from_model_output(np.asarray(out[0], dtype=np.float64))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hf_taskgroup.training.modeling import FINETUNE_MODES
+from hf_taskgroup.training.modeling import DEFAULT_TRAINABLE_LAYERS, FINETUNE_MODES
 
 _SAMPLING = ("proportional", "temperature", "round_robin", "uniform")
 
@@ -22,7 +22,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         sampling_temperature: T for ``temperature`` sampling (T=1 is proportional).
         task_weights: per-task loss weights, a dict or its JSON string (``'{"sst2": 2.0}'``); default 1.
         finetune: ``full`` (every weight trains), ``lora`` (LoRA adapters on the encoder; heads and
-            trunk train fully) or ``frozen`` (encoder run once, its features cached; heads and trunk train).
+            trunk train fully), ``frozen`` (encoder run once, its features cached; heads and trunk train) or
+            ``partial`` (the top ``trainable_layers`` encoder layers, trunk and heads train; the token states
+            of the lower layers are computed once and cached on disk, memory-mapped).
+        trainable_layers: k of ``partial`` mode (1 <= k <= the encoder's layers).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (``lora`` mode).
         feature_batch_size: batch size of the one encoder pass in ``frozen`` mode.
 
@@ -40,7 +43,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA target modules (guessed if unset)."})
-    feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the encoder pass in frozen mode."})
+    feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the encoder pass in frozen and partial mode."})
+    trainable_layers: int = field(
+        default=DEFAULT_TRAINABLE_LAYERS,
+        metadata={"help": "partial mode: how many top encoder layers train (1..number of layers); the rest are cached."},
+    )
     ddp_broadcast_buffers: bool | None = field(
         default=False, metadata={"help": "Off by default: BERT's buffers break DDP with in-place ops."}
     )
@@ -53,6 +60,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.finetune not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
+            raise ValueError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
         if isinstance(self.task_weights, str):
             try:
                 self.task_weights = json.loads(self.task_weights)

@@ -1,9 +1,14 @@
-"""Frozen fine-tuning: run the encoder once, cache its pooled features (or token states), train heads only.
+"""Cached encoder outputs: the ``frozen`` and ``partial`` fine-tuning modes.
 
 In ``frozen`` mode the encoder never changes, so its output for an example never changes either.
-:func:`add_encoder_features` runs it once per example and stores the result in a ``features``
+:meth:`FeatureCache.add_features` runs it once per example and stores the result in a ``features``
 column; :class:`MultiTaskModel` then skips the encoder when it gets ``features``. Searches that train
 hundreds of groups reuse the same features through :class:`FeatureCache`.
+
+In ``partial`` mode only the top k encoder layers train, so the token states entering them never change.
+:meth:`FeatureCache.add_token_states` computes them once per example (embeddings + lower layers, eval
+mode) and keeps them as float16 ``.npy`` files that are memory-mapped (:class:`TokenStates`), so the RAM
+held does not grow with the suite; training reads them through :class:`TokenStatesDataset`.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset as TorchDataset
 
 from hf_taskgroup.data.collator import MultiTaskDataCollator
 from hf_taskgroup.log import progress_bar
@@ -87,6 +96,14 @@ def compute_encoder_features(
 ) -> list[Any]:
     """Pooled encoder output (``[H]`` per example) or token states (``[T_i, H]``) of every row of a
     tokenized ``datasets.Dataset``, in the dataset's order (see :func:`encode_in_length_order`)."""
+    lengths = [len(x) for x in dataset["input_ids"]]
+    return encode_in_length_order(
+        model, lengths, dataset_batcher(dataset, tokenizer), token_level=token_level, batch_size=batch_size, desc=desc
+    )
+
+
+def dataset_batcher(dataset: Any, tokenizer: Any = None) -> Callable[[list[int]], Mapping[str, torch.Tensor]]:
+    """``make_batch(indices)``: the padded input tensors of those rows of a tokenized ``datasets.Dataset``."""
     collator = MultiTaskDataCollator(tokenizer)
     keep = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
 
@@ -94,8 +111,7 @@ def compute_encoder_features(
         rows = dataset.select(idx).select_columns(keep)
         return collator([rows[i] for i in range(len(idx))])
 
-    lengths = [len(x) for x in dataset["input_ids"]]
-    return encode_in_length_order(model, lengths, make_batch, token_level=token_level, batch_size=batch_size, desc=desc)
+    return make_batch
 
 
 def inputs_digest(columns: Mapping[str, Sequence[Sequence[int]]]) -> str:
@@ -139,6 +155,8 @@ class FeatureCache:
         if cache_dir is None and os.environ.get(FEATURE_CACHE_ENV):
             cache_dir = os.environ[FEATURE_CACHE_ENV]
         self.cache_dir: Path | None = Path(cache_dir) if cache_dir is not None else None
+        self._states: dict[tuple[str, ...], TokenStates] = {}
+        self._scratch: Path | None = None  # token states live on disk even without cache_dir (a temp folder)
 
     def _path(self, key: tuple[str, ...]) -> Path | None:
         if self.cache_dir is None or key[1] != "pooled":
@@ -196,6 +214,248 @@ class FeatureCache:
         )
         fingerprint = hashlib.sha256(f"{digest}|{token_level}|{getattr(dataset, '_fingerprint', '')}".encode()).hexdigest()[:16]
         return attach_features(dataset, feats, token_level=token_level, fingerprint=fingerprint)
+
+    # ---- partial mode: token states of the frozen lower layers ----------------------------------------
+    def states_root(self) -> Path:
+        """Where token states are written: ``cache_dir``, or a temporary folder removed with this cache."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="hf_taskgroup_states_"))
+            weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
+        return self._scratch
+
+    def get_token_states(
+        self,
+        model: Any,
+        *,
+        trainable_layers: int,
+        digest: str,
+        lengths: Sequence[int],
+        make_batch: Callable[[list[int]], Mapping[str, torch.Tensor]],
+        batch_size: int = 64,
+        desc: str = "Encoding",
+        progress: bool = True,
+    ) -> TokenStates:
+        """The memory-mapped token states entering the top ``trainable_layers`` layers of ``model``'s encoder for
+        the rows with input digest ``digest`` (see :func:`inputs_digest`), computed on a miss.
+
+        The key is (fingerprint of the frozen part of the encoder and k, :func:`partial_fingerprint`; the input
+        digest, which changes with the tokenizer and its ``max_length`` truncation), so states are never reused
+        across another k, other lower-layer weights or other tokens.
+        """
+        fp = partial_fingerprint(model, trainable_layers)
+        key = (fp, f"layers{int(trainable_layers)}", digest)
+        if key in self._states:
+            self.hits += 1
+            return self._states[key]
+        folder = self.states_root() / f"states-{fp}-k{int(trainable_layers)}-{digest}"
+        if folder.exists():
+            try:
+                states = TokenStates(folder)
+                if list(states.lengths()) != [int(n) for n in lengths]:
+                    raise ValueError(f"{len(states)} cached rows do not match the {len(lengths)} rows' lengths")
+                self._states[key] = states
+                self.disk_hits += 1
+                return states
+            except (OSError, ValueError) as err:  # torn or foreign: encode again
+                logger.warning("ignoring unreadable token-state cache %s (%s)", folder, err)
+                shutil.rmtree(folder, ignore_errors=True)
+        self.misses += 1
+        states = compute_token_states(
+            model, lengths, make_batch, folder, trainable_layers=trainable_layers, batch_size=batch_size, desc=desc,
+            progress=progress,
+        )
+        self._states[key] = states
+        return states
+
+    def add_token_states(
+        self,
+        model: Any,
+        task: str,
+        split: str,
+        dataset: Any,
+        *,
+        trainable_layers: int,
+        batch_size: int = 64,
+        tokenizer: Any = None,
+        columns: Sequence[str] = ("labels",),
+    ) -> TokenStatesDataset:
+        """``dataset`` (tokenized) as a :class:`TokenStatesDataset`: cached states + mask + ``columns``.
+
+        Example::
+
+            >>> ds = cache.add_token_states(model, "sst2", "train", tokenized["sst2"]["train"], trainable_layers=2)  # doctest: +SKIP
+            >>> ds[0]["hidden_states"].shape  # [tokens, hidden], float16, memory-mapped  # doctest: +SKIP
+        """
+        cols = [c for c in ("input_ids", "token_type_ids") if c in dataset.column_names]
+        digest = inputs_digest({c: dataset[c] for c in cols})
+        states = self.get_token_states(
+            model, trainable_layers=trainable_layers, digest=digest, lengths=[len(x) for x in dataset["input_ids"]],
+            make_batch=dataset_batcher(dataset, tokenizer), batch_size=batch_size, desc=f"Encoding {task}/{split}",
+        )
+        extra = {c: dataset[c][:] for c in columns if c in dataset.column_names}
+        return TokenStatesDataset(states, extra)
+
+
+def partial_fingerprint(model: Any, trainable_layers: int) -> str:
+    """A hash of what ``partial`` mode's cached token states depend on: the frozen part of the encoder (embeddings and
+    every layer below the top ``trainable_layers``; weights sampled as in :func:`encoder_fingerprint`), the encoder's
+    name and shape, and k. Training the top layers leaves it unchanged, so a trained model reuses its states."""
+    start = model.partial_start(trainable_layers)
+    layers = model.encoder_layers()
+    top = {id(m) for m in layers[start:]}
+    top_prefixes = tuple(f"{name}." for name, m in model.encoder.named_modules() if id(m) in top)
+    enc = model.config.encoder
+    h = hashlib.sha256()
+    h.update(f"{model.config.encoder_name_or_path}|{enc.model_type}|{len(layers)}|{enc.hidden_size}|k={trainable_layers}".encode())
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        if name.startswith(top_prefixes):
+            continue
+        t = tensor.detach().float().cpu().reshape(-1)
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(t[:: max(1, t.numel() // 512)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class TokenStates:
+    """Token states of one tokenized dataset, memory-mapped from a folder of ``.npy`` files.
+
+    ``states.npy`` (float16 ``[total_tokens, hidden]``), ``mask.npy`` (int8 ``[total_tokens]``, the attention mask)
+    and ``offsets.npy`` (int64 ``[rows + 1]``): row ``i`` is ``states[offsets[i]:offsets[i + 1]]``. Only the pages
+    a batch touches are read, so 13 tasks x 1,000 rows x 128 tokens x 384 dims (~1.3 GB) need no 1.3 GB of RAM.
+
+    Example::
+
+        >>> states = TokenStates("cache/features/states-ab12-k2-cd34")  # doctest: +SKIP
+        >>> s, m = states.row(0)  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        import numpy as np
+
+        self.folder = Path(folder)
+        self.states = np.load(self.folder / "states.npy", mmap_mode="r", allow_pickle=False)
+        self.mask = np.load(self.folder / "mask.npy", mmap_mode="r", allow_pickle=False)
+        self.offsets = np.load(self.folder / "offsets.npy", allow_pickle=False)
+        if self.states.ndim != 2 or self.mask.shape != (self.states.shape[0],) or self.offsets.ndim != 1 \
+                or int(self.offsets[-1]) != self.states.shape[0]:
+            raise ValueError(f"inconsistent token-state files in {self.folder}")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.states.shape[1])
+
+    def lengths(self) -> list[int]:
+        import numpy as np
+
+        return np.diff(self.offsets).astype(int).tolist()
+
+    def row(self, i: int) -> tuple[Any, Any]:
+        """``(states [T_i, H] float16, mask [T_i] int8)`` of row ``i`` (views of the memory map)."""
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.states[a:b], self.mask[a:b]
+
+
+@torch.no_grad()
+def compute_token_states(
+    model: Any,
+    lengths: Sequence[int],
+    make_batch: Callable[[list[int]], Mapping[str, torch.Tensor]],
+    folder: str | os.PathLike[str],
+    *,
+    trainable_layers: int,
+    batch_size: int = 64,
+    desc: str = "Encoding",
+    progress: bool = True,
+) -> TokenStates:
+    """Run the embeddings and lower layers (``model.encode_lower``, eval mode) over rows batched by length and write
+    their token states straight into float16 memory-mapped files under ``folder`` (atomically: a temporary folder
+    renamed at the end), so no more than one batch is held in memory."""
+    import numpy as np
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    lengths = [int(n) for n in lengths]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total, hidden = int(offsets[-1]), int(model.config.hidden_size)
+    states = np.lib.format.open_memmap(tmp / "states.npy", mode="w+", dtype=np.float16, shape=(total, hidden))
+    mask = np.lib.format.open_memmap(tmp / "mask.npy", mode="w+", dtype=np.int8, shape=(total,))
+    np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+    device = next(model.parameters()).device
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in progress_bar(range(0, len(order), batch_size), desc=desc, nested=True, progress=progress):
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in make_batch(idx).items()}
+            h = model.encode_lower(**batch, trainable_layers=trainable_layers).to(torch.float16).cpu().numpy()
+            m = batch.get("attention_mask")
+            m = m.cpu().numpy().astype(np.int8) if m is not None else np.ones(h.shape[:2], dtype=np.int8)
+            for j, i in enumerate(idx):
+                a, b = offsets[i], offsets[i + 1]
+                states[a:b] = h[j, : lengths[i]]
+                mask[a:b] = m[j, : lengths[i]]
+        states.flush()
+        mask.flush()
+        del states, mask
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        model.train(was_training)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished the same states first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TokenStates(folder)
+
+
+class TokenStatesDataset(TorchDataset):
+    """A torch dataset of cached token states (``partial`` mode): row ``i`` is ``{"hidden_states": [T_i, H] float16
+    (memory-mapped view), "attention_mask": [T_i], <column>: value}`` for the extra columns (``labels``, ``task_ids``).
+
+    Example::
+
+        >>> ds = TokenStatesDataset(states, {"labels": [0, 1]})  # doctest: +SKIP
+        >>> sorted(ds[0])  # doctest: +SKIP
+        ['attention_mask', 'hidden_states', 'labels']
+    """
+
+    def __init__(self, states: TokenStates, columns: Mapping[str, Sequence[Any]] | None = None) -> None:
+        self.states = states
+        self.columns = {k: list(v) for k, v in (columns or {}).items()}
+        bad = {k: len(v) for k, v in self.columns.items() if len(v) != len(states)}
+        if bad:
+            raise ValueError(f"columns {bad} do not match the {len(states)} rows of the cached token states")
+
+    @property
+    def column_names(self) -> list[str]:
+        return ["hidden_states", "attention_mask", *self.columns]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s, m = self.states.row(int(i))
+        return {"hidden_states": s, "attention_mask": m, **{k: v[int(i)] for k, v in self.columns.items()}}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        return [self[i] for i in indices]
+
+    def with_columns(self, **columns: Sequence[Any]) -> TokenStatesDataset:
+        """A copy with columns added or replaced (the same memory-mapped states)."""
+        return TokenStatesDataset(self.states, {**self.columns, **columns})
 
 
 def attach_features(dataset: Any, feats: list[Any], *, token_level: bool, fingerprint: str | None = None) -> Any:

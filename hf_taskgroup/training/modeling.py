@@ -29,11 +29,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
+from hf_taskgroup.config import DEFAULT_TRAINABLE_LAYERS, FINETUNE_MODES, PARTIAL_MODEL_TYPES
 from hf_taskgroup.data.tasks import TASK_TYPES
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("full", "lora", "frozen")
+__all__ = ["DEFAULT_TRAINABLE_LAYERS", "FINETUNE_MODES", "PARTIAL_MODEL_TYPES", "MultiTaskConfig", "MultiTaskModel",
+           "MultiTaskOutput", "TaskHead", "apply_lora", "compute_task_loss"]
 
 
 class MultiTaskConfig(PreTrainedConfig):
@@ -134,6 +136,8 @@ class MultiTaskModel(PreTrainedModel):
     ``forward`` takes one task per batch (``task_ids`` all equal; the trainer's samplers guarantee it)
     and returns its loss and logits. Pass precomputed ``features`` (pooled encoder outputs, or token
     states for token classification) to skip the encoder: that is the ``frozen`` fine-tuning mode.
+    In ``partial`` mode (:meth:`freeze_lower_layers`) pass cached ``hidden_states`` (the input of the
+    first trainable layer, :meth:`encode_lower`) with their ``attention_mask``: only the top layers run.
 
     Example::
 
@@ -222,14 +226,107 @@ class MultiTaskModel(PreTrainedModel):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
-        if token_level:
-            return hidden
+        return hidden if token_level else self.pool(hidden, attention_mask)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Pool token states ``[B, T, H]`` to ``[B, H]`` with the configured pooling (``cls`` or mask-aware ``mean``)."""
         if self.config.pooling == "cls":
             return hidden[:, 0]
         if attention_mask is None:
             return hidden.mean(dim=1)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    # ---- partial mode: the encoder split in a frozen bottom and a trainable top -------------------
+    def encoder_layers(self) -> nn.ModuleList:
+        """The encoder's stack of transformer layers (``encoder.layer`` of BERT-like encoders).
+
+        Raises ``ValueError`` naming the model type for encoders that ``partial`` mode cannot split.
+        """
+        model_type = getattr(self.config.encoder, "model_type", None)
+        layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        if model_type not in PARTIAL_MODEL_TYPES or not isinstance(layers, nn.ModuleList):
+            raise ValueError(
+                f"finetune='partial' cannot split a {model_type!r} encoder ({type(self.encoder).__name__}); "
+                f"supported model types: {', '.join(PARTIAL_MODEL_TYPES)}. Use finetune='full', 'lora' or 'frozen'."
+            )
+        return layers
+
+    def partial_start(self, trainable_layers: int) -> int:
+        """Index of the first trainable layer when the top ``trainable_layers`` layers train (validated)."""
+        num = len(self.encoder_layers())
+        if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int) or not 1 <= trainable_layers <= num:
+            raise ValueError(
+                f"trainable_layers must be an integer in 1..{num} (the {self.config.encoder.model_type!r} encoder has "
+                f"{num} layers), got {trainable_layers!r}"
+            )
+        return num - trainable_layers
+
+    def freeze_lower_layers(self, trainable_layers: int) -> None:
+        """``partial`` mode: freeze the embeddings and all but the top ``trainable_layers`` encoder layers.
+
+        Afterwards :meth:`forward` accepts cached ``hidden_states`` (the input of the first trainable layer, see
+        :meth:`encode_lower`) and runs only the top layers. Trunk and heads stay trainable.
+        """
+        start = self.partial_start(trainable_layers)
+        top = {id(p) for layer in self.encoder_layers()[start:] for p in layer.parameters()}
+        for p in self.encoder.parameters():
+            p.requires_grad_(id(p) in top)
+        self.trainable_layers = int(trainable_layers)
+
+    @torch.no_grad()
+    def encode_lower(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        trainable_layers: int,
+    ) -> torch.Tensor:
+        """Token states ``[B, T, H]`` entering the first of the top ``trainable_layers`` layers: embeddings and the
+        lower layers only (the encoder stops there). Run in eval mode to get the states ``partial`` mode caches."""
+        start = self.partial_start(trainable_layers)
+        captured: list[torch.Tensor] = []
+
+        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _StatesCaptured
+
+        handle = self.encoder_layers()[start].register_forward_pre_hook(stop, with_kwargs=True)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        try:
+            self.encoder(**kwargs)
+        except _StatesCaptured:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"the encoder never reached layer {start}; cannot capture its input states")
+        return captured[0]
+
+    def encode_upper(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, *, trainable_layers: int
+    ) -> torch.Tensor:
+        """Run the top ``trainable_layers`` layers on cached states ``[B, T, H]``; returns the last hidden state.
+
+        The attention mask is extended the way the encoder's own ``forward`` does it (transformers'
+        ``create_bidirectional_mask`` with the encoder config, so eager / sdpa attention get their mask form).
+        """
+        from transformers.masking_utils import create_bidirectional_mask
+
+        start = self.partial_start(trainable_layers)
+        hidden = hidden_states.to(self.encoder.dtype)
+        mask = None
+        if attention_mask is not None:
+            mask = create_bidirectional_mask(
+                config=self.encoder.config, inputs_embeds=hidden, attention_mask=attention_mask.to(hidden.device)
+            )
+        for layer in self.encoder_layers()[start:]:
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
 
     def forward(
         self,
@@ -239,12 +336,20 @@ class MultiTaskModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         task_ids: torch.Tensor | int | None = None,
         features: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
         return_features: bool = False,
         return_dict: bool | None = None,
     ) -> MultiTaskOutput:
         task = self._batch_task(task_ids)
         ttype = self.config.tasks[task]["type"]
         token_level = ttype == "token_classification"
+        if features is None and hidden_states is not None:  # partial mode: cached lower-layer token states
+            k = getattr(self, "trainable_layers", None)
+            if k is None:
+                raise ValueError("forward got hidden_states but the model is not in partial mode; call "
+                                 "freeze_lower_layers(trainable_layers) first")
+            top = self.encode_upper(hidden_states, attention_mask, trainable_layers=k)
+            features = top if token_level else self.pool(top, attention_mask)
         if features is None:
             if input_ids is None:
                 raise ValueError("forward needs input_ids (or precomputed features in frozen mode)")
@@ -296,6 +401,10 @@ class MultiTaskModel(PreTrainedModel):
         from hf_taskgroup.training.predict import predict
 
         return predict(self, task, texts, tokenizer=tokenizer, batch_size=batch_size, return_scores=return_scores)
+
+
+class _StatesCaptured(Exception):
+    """Raised by the pre-hook of :meth:`MultiTaskModel.encode_lower` to stop the encoder at a layer."""
 
 
 def compute_task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

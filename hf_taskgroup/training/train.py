@@ -81,6 +81,8 @@ class TrainSettings:
     sampling_temperature: float = 1.0
     seed: int = 0
     use_cpu: bool = False
+    # partial mode: how many top encoder layers train (the lower ones run once; their token states are cached)
+    trainable_layers: int = _spine(ModelArguments, "trainable_layers")
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -89,6 +91,8 @@ class TrainSettings:
         # rate are checked by the configs users set (the library itself may train 0 epochs / at rate 0)
         check_against_spine(self, {"per_device_train_batch_size": "batch_size", "max_length": "max_length",
                                    "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling"})
+        if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
+            raise ConfigError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
         self.num_train_epochs = self.resolved_epochs()
         self.learning_rate = self.resolved_learning_rate()
@@ -104,7 +108,10 @@ class TrainSettings:
         return mode_default("num_train_epochs", self.finetune)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.finetune != "partial":  # k means nothing outside partial mode: keep other modes' cache keys as they were
+            out.pop("trainable_layers")
+        return out
 
 
 class TokenizedSuiteCache:
@@ -185,6 +192,7 @@ def train_group(
     arg_values = dict(
         output_dir=str(out_dir),
         finetune=settings.finetune,
+        trainable_layers=settings.trainable_layers,
         num_train_epochs=settings.resolved_epochs(),
         learning_rate=settings.resolved_learning_rate(),
         per_device_train_batch_size=settings.per_device_train_batch_size,

@@ -75,7 +75,9 @@ class MultiTaskTrainer(Trainer):
       ``evaluate`` metric to a task's built-in ones (it gets class ids, 0/1 rows, floats or tag names, see
       :func:`~hf_taskgroup.training.metrics.metric_inputs`); a plain function replaces them.
     - ``args.finetune``: ``full``, ``lora`` (wraps the model with peft; heads stay trainable) or
-      ``frozen`` (encoder features computed once and cached; only trunk and heads train).
+      ``frozen`` (encoder features computed once and cached; only trunk and heads train) or ``partial``
+      (the top ``args.trainable_layers`` encoder layers train on cached, memory-mapped token states of the
+      frozen lower layers; the saved model is an ordinary full checkpoint).
     - The model averages its loss per batch, so the class sets ``loss_is_scaled_for_ga = False``: the
       Trainer divides by the accumulation steps and ``2 x 4`` accumulation equals a batch of 8.
 
@@ -130,6 +132,8 @@ class MultiTaskTrainer(Trainer):
 
         if args.finetune == "frozen":
             base.freeze_encoder()
+        elif args.finetune == "partial":
+            base.freeze_lower_layers(args.trainable_layers)  # validates k against the encoder, names its type
         elif args.finetune == "lora" and not _is_peft(model):
             model = apply_lora(
                 base, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
@@ -184,6 +188,10 @@ class MultiTaskTrainer(Trainer):
         if hit is not None and hit[0] is dataset:  # ids are reused after garbage collection
             return hit[1]
         ds = dataset
+        if self.args.finetune == "partial":
+            ds = self._partial_dataset(task, split, ds)
+            self._prepared[key] = (dataset, ds)
+            return ds
         if self.args.finetune == "frozen":
             base = self.base_model_ref
             base.to(self.args.device)
@@ -199,6 +207,22 @@ class MultiTaskTrainer(Trainer):
             ds = ds.with_format("numpy", columns=["features"], output_all_columns=True)
         self._prepared[key] = (dataset, ds)
         return ds
+
+    def _partial_dataset(self, task: str, split: str, dataset: Any) -> Any:
+        """Cached token states of the frozen lower layers (+ labels, task_ids) as a memory-mapped torch dataset."""
+        from hf_taskgroup.training.features import TokenStatesDataset
+
+        if isinstance(dataset, TokenStatesDataset):
+            return dataset.with_columns(task_ids=[self.task_names.index(task)] * len(dataset))
+        if "input_ids" not in dataset.column_names:
+            raise ValueError(f"{task}/{split}: partial mode needs tokenized inputs (input_ids); columns: {dataset.column_names}")
+        base = self.base_model_ref
+        base.to(self.args.device)
+        ds = self.feature_cache.add_token_states(
+            base, task, split, dataset, trainable_layers=self.args.trainable_layers,
+            batch_size=self.args.feature_batch_size, tokenizer=self.processing_class,
+        )
+        return ds.with_columns(task_ids=[self.task_names.index(task)] * len(ds))
 
     # ---- training ---------------------------------------------------------------------------------
     def get_train_dataloader(self) -> DataLoader:

@@ -1,4 +1,4 @@
-"""Worker for the 2-process CPU test: `torchrun --nproc_per_node 2 tests/ddp_worker.py OUT_DIR`.
+"""Worker for the 2-process CPU test: `torchrun --nproc_per_node 2 tests/ddp_worker.py OUT_DIR [FINETUNE]`.
 
 Trains a 2-task suite under DDP (gloo) and writes, per rank, the task of every training step, the
 sampler's schedule and the first input id of each batch.
@@ -24,13 +24,15 @@ class Recording(MultiTaskTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             record["tasks"].append(int(inputs["task_ids"][0]))
-            record["first_ids"].append(inputs["input_ids"][0].tolist())
+            first = inputs["input_ids"][0] if "input_ids" in inputs else inputs["hidden_states"][0, :, 0]
+            record["first_ids"].append(first.tolist())
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 args = MultiTaskTrainingArguments(
     output_dir=str(out / "run"), per_device_train_batch_size=4, num_train_epochs=1, use_cpu=True,
     report_to="none", disable_tqdm=True, save_strategy="no", task_sampling="uniform", seed=0,
+    finetune=sys.argv[2] if len(sys.argv) > 2 else "full", trainable_layers=1,
 )
 trainer = Recording(
     model=tiny_model(suite), args=args,

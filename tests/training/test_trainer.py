@@ -183,12 +183,14 @@ def test_single_dataset_for_a_single_head_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_cpu_run_agrees_with_sampler_order(tmp_path):
+@pytest.mark.parametrize("finetune", ["full", "partial"])
+def test_two_process_cpu_run_agrees_with_sampler_order(tmp_path, finetune):
     torchrun = shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun not on PATH")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(HERE / "ddp_worker.py"), str(tmp_path)]
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(HERE / "ddp_worker.py"), str(tmp_path),
+           finetune]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
