@@ -98,6 +98,9 @@ class PipelineConfig:
     push_to_hub: bool = False
     hub_prefix: str | None = None  # e.g. "my-org/demo": repos "<prefix>-<group>" and "<prefix>-pvi"
     private: bool | None = None
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace what the Hub repos already hold (PVI configs with PVI values, a model repo holding other "
+                "files); without it a push that would overwrite anything is refused before uploading"})
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -107,7 +110,8 @@ class PipelineConfig:
         if self.pvi_split == self.eval_split:
             raise ValueError(f"pvi_split and eval_split are both {self.eval_split!r}: grouping must not see the evaluation split")
         if self.push_to_hub and not self.hub_prefix:
-            raise ValueError("push_to_hub needs hub_prefix (e.g. 'my-user/my-suite')")
+            raise ValueError("push_to_hub needs hub_prefix: pass --hub_prefix my-user/my-suite (repos my-user/my-suite-pvi, "
+                             "my-user/my-suite-group0, ...)")
         if self.publish_method is not None and self.publish_method not in self.methods:
             raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
         if not self.seeds:
@@ -211,7 +215,8 @@ class Pipeline:
     def _run(self, stop_after: str | None) -> PipelineResult | None:
         self.suite.validate()  # one clear error before any expensive work
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})
+        atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks,
+                                                     "resolved": self._resolved_settings()})
         pvi = self._timed("pvi", self.stage_pvi)
         if stop_after == "pvi":
             return None
@@ -229,6 +234,14 @@ class Pipeline:
             published = self._timed("publish", self.stage_publish, model_dirs)
         report = self._timed("report", self.stage_report, evaluations, pvi, published)
         return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings)
+
+    def _resolved_settings(self) -> dict[str, Any]:
+        """The settings the run's trainings actually use (mode-dependent defaults resolved to numbers)."""
+        train = self.config.train_settings(self.config.seeds[0]).to_dict()
+        train["model_name_or_path"] = self._model_label()
+        pvi = self.config.pvi_settings().to_dict()
+        pvi["model_name_or_path"] = self._model_label()
+        return {"train": train, "pvi": pvi}
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
@@ -400,12 +413,14 @@ class Pipeline:
         for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
             path = self.out / "runs" / key / f"seed{seed}.json"
             stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
-            if path.exists():
+            keep = key in publish and seed == self.config.seeds[0]
+            # a group published now (e.g. after --publish_method changed) needs its weights: retrain if absent
+            weights_missing = keep and not (self.out / "runs" / key / "model" / "config.json").is_file()
+            if path.exists() and not weights_missing:
                 data = json.loads(path.read_text())
                 if data.get("stamp") == stamp:
                     results.setdefault(key, {})[seed] = data
                     continue
-            keep = key in publish and seed == self.config.seeds[0]
             res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep else None)
             res["stamp"] = stamp
             res["group"] = tasks
@@ -425,7 +440,8 @@ class Pipeline:
         if save_dir is not None:  # merges LoRA adapters so the folder reloads with AutoModel
             from hf_taskgroup.publishing.models import save_group_model
 
-            save_group_model(trainer.model, self._tok(), save_dir)
+            # frozen runs: the unchanged encoder is stored once per run (runs/_shared), linked from every model folder
+            save_group_model(trainer.model, self._tok(), save_dir, shared_encoder_dir=self.out / "runs" / "_shared")
         return res
 
     def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
@@ -450,16 +466,19 @@ class Pipeline:
 
     def stage_publish(self, model_dirs: Mapping[str, Path]) -> dict[str, str]:
         """Push the PVI datasets and the published method's group models to the Hub."""
-        from hf_taskgroup.publishing.models import push_group_model
+        from hf_taskgroup.publishing.models import check_group_model_push, push_group_model
         from hf_taskgroup.publishing.pvi_dataset import push_pvi_datasets
 
         prefix = self.config.hub_prefix
         published = {}
-        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=True)
+        for i, folder in enumerate(model_dirs.values()):  # refuse (before any upload) to overwrite a model repo
+            check_group_model_push(folder, f"{prefix}-group{i}", overwrite=self.config.overwrite)
+        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private,
+                                   overwrite=self.config.overwrite)
         published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
         for i, (key, folder) in enumerate(model_dirs.items()):
             repo = f"{prefix}-group{i}"
-            sha = push_group_model(folder, repo, private=self.config.private)
+            sha = push_group_model(folder, repo, private=self.config.private, overwrite=self.config.overwrite)
             published[key] = f"{repo}@{sha}"
         atomic_write_json(self.out / "published.json", published)
         return published

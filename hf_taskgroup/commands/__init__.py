@@ -5,4 +5,4 @@ Each module here defines ``add_parser(subparsers)``, which registers one subcomm
 ``parser.set_defaults(func=...)``. The CLI stays a thin layer over library functions.
 """
 
-COMMAND_MODULES = ("run", "train", "pvi", "group")
+COMMAND_MODULES = ("run", "train", "pvi", "group", "export")

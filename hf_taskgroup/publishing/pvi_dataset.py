@@ -306,11 +306,13 @@ def _preflight(
     if conflicts and not overwrite:
         raise PVIConfigExistsError(
             f"Refusing to push: these configs already have a 'pvi' column: {'; '.join(conflicts)}. Nothing was "
-            "uploaded. Pass overwrite=True to replace their PVI values (remote splits missing locally are kept)."
+            "uploaded. Pass overwrite=True (--overwrite) to replace their PVI values (remote splits missing locally "
+            "are kept), or push to another repo id."
         )
     if dropped:
         raise PVIConfigExistsError(
-            f"Refusing to push, columns would be dropped: {'; '.join(dropped)}. Nothing was uploaded."
+            f"Refusing to push, columns would be dropped: {'; '.join(dropped)}. Nothing was uploaded. Add those "
+            "splits to the local PVI data or push to another repo id."
         )
 
 
@@ -402,10 +404,11 @@ def push_pvi_datasets(
         done = ", ".join(f"{t} -> {ref}" for t, ref in pushed.items()) or "none"
         where = f"on task {current!r}" if current else "while reading the remote repos (nothing was uploaded)"
         partial = " (its data landed but its card was not updated)" if data_landed else ""
+        cause = " ".join(str(err).split())
         raise PVIPushError(
-            f"Pushing PVI datasets failed {where}{partial}: {type(err).__name__}: {err}\n"
-            f"Pushed: {done}. Not pushed: {', '.join(not_pushed)}. Local artifacts in {pvi_dir} are untouched.\n"
-            f"Re-run for the rest with (add token=... if you passed one):\n    {rerun}",
+            f"Pushing PVI datasets to the Hub dataset repo {repo_id!r} failed {where}{partial}: "
+            f"{type(err).__name__}: {cause}. Pushed: {done}. Not pushed: {', '.join(not_pushed)}. Local artifacts in "
+            f"{pvi_dir} are untouched. Re-run for the rest with (add token=... if you passed one): {rerun}",
             pushed,
             not_pushed,
             rerun,
