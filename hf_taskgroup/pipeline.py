@@ -243,6 +243,14 @@ class Pipeline:
         pvi["model_name_or_path"] = self._model_label()
         return {"train": train, "pvi": pvi}
 
+    def _card_training(self) -> dict[str, Any]:
+        """The training hyperparameters the grouped models were actually trained with (for the model cards)."""
+        used = self._resolved_settings()["train"]
+        return {"finetune": used["finetune"], "epochs": used["num_train_epochs"], "learning_rate": used["learning_rate"],
+                "batch_size": used["per_device_train_batch_size"], "max_length": used["max_length"],
+                "task_sampling": used["task_sampling"], "weight_decay": used["weight_decay"],
+                "warmup_steps": used["warmup_steps"], "eval_split": self.config.eval_split}
+
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
         try:
@@ -458,7 +466,8 @@ class Pipeline:
             target = self.out / "models" / method / key
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
-                encoder=self._model_label(), training=self._settings_stamp(), seeds=self.config.seeds,
+                encoder=self._model_label(), training=self._card_training(), seeds=self.config.seeds,
+                pvi_dataset_repo=f"{self.config.hub_prefix}-pvi" if self.config.push_to_hub else None,
             )
             write_group_model_folder(source, target, card)
             dirs[key] = target
@@ -474,7 +483,7 @@ class Pipeline:
         for i, folder in enumerate(model_dirs.values()):  # refuse (before any upload) to overwrite a model repo
             check_group_model_push(folder, f"{prefix}-group{i}", overwrite=self.config.overwrite)
         pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private,
-                                   overwrite=self.config.overwrite)
+                                   overwrite=self.config.overwrite, suite=self.suite)
         published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
         for i, (key, folder) in enumerate(model_dirs.items()):
             repo = f"{prefix}-group{i}"

@@ -60,6 +60,7 @@ class TaskSpec:
             to the dataset's split names).
         data: an in-memory ``DatasetDict`` or ``{split: Dataset}``.
         label_names: fixes the label vocabulary and its order (otherwise taken from train, sorted).
+        license: the data's licence (a Hub licence id such as ``mit``; ``other`` when none fits), for model cards.
 
     Example::
 
@@ -80,6 +81,7 @@ class TaskSpec:
     data: Any = None
     label_names: list[Any] | None = None
     description: str | None = None
+    license: str | None = None  # the data's licence as a Hub licence id (e.g. "mit", "cc-by-4.0"); goes into model cards
     _loaded: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +184,7 @@ class TaskSpec:
         else:
             out["text_columns"] = list(self.text_columns)
         out["label_column"] = self.label_column
-        for key in ("data_files", "dataset", "config", "revision", "splits", "label_names", "description"):
+        for key in ("data_files", "dataset", "config", "revision", "splits", "label_names", "description", "license"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -246,11 +246,14 @@ def build_group_card_data(
     plots: Sequence[str | Path] = (),
     model_name: str | None = None,
     model_id: str | None = None,
+    pvi_dataset_repo: str | None = None,
 ) -> MultiTaskModelCardData:
     """Card data of group ``group_index`` of ``grouping`` (a ``Grouping`` or its dict).
 
-    ``evaluation`` (a ``MethodEvaluation`` or its dict) gives per-task STL/MTL scores and gains; ``suite`` (a
-    ``TaskSuite``) the task types, labels, inputs and Hub dataset ids; ``training`` the settings.
+    ``evaluation`` (a ``MethodEvaluation`` or its dict) gives per-task STL/MTL scores and gains (and the tasks not
+    learned: correlation <= 0.05 or F1 = 0); ``suite`` (a ``TaskSuite``) the task types, labels, inputs, licences and
+    Hub dataset ids; ``training`` the settings actually used; ``pvi_dataset_repo`` the Hub dataset repo of the
+    PVI-annotated data (one config per task), which the card links for tasks whose data are local.
 
     Example::
 
@@ -275,6 +278,16 @@ def build_group_card_data(
             data.task_inputs[task] = "words" if spec.type == "token_classification" else "pair" if spec.is_pair else "text"
             if spec.dataset:
                 data.datasets.append(spec.dataset)
+                data.task_datasets[task] = {"type": spec.dataset, "hub": "1",
+                                            **({"config": spec.config} if spec.config else {})}
+            elif pvi_dataset_repo:
+                data.task_datasets[task] = {"type": pvi_dataset_repo, "config": task, "hub": "1"}
+            elif spec.data_files:
+                data.task_datasets[task] = {"type": _builder(spec.data_files)}
+            if spec.license:
+                data.task_licenses[task] = str(spec.license)
+        if pvi_dataset_repo:
+            data.datasets.append(pvi_dataset_repo)
         infos = suite.subset(tasks).task_infos()
         data.label_names = {t: infos[t].get("id2label") for t in tasks}
     if evaluation is not None:
@@ -288,7 +301,40 @@ def build_group_card_data(
                 "metric": row["metric"], "split": split, "value": float(row["mtl_mean"]),
                 "stl_value": float(row["stl_mean"]), "gain": float(row["gain"]), "seeds": int(row.get("seeds", 1)),
             }
+            why = _not_learned(str(row["metric"]), float(row["mtl_mean"]))
+            if why:
+                data.not_learned[task] = why
+    scores = g.get("scores") or {}
+    for task in scores.get("collapsed_tasks") or []:
+        if task in tasks:
+            data.not_learned.setdefault(str(task), "its PVI probe predicted one label for every example")
+    mean_pvi = {t: float(v) for t, v in (scores.get("mean_pvi") or {}).items() if t in tasks}
+    if mean_pvi or pvi_dataset_repo:
+        data.pvi = {"mean_pvi_bits": mean_pvi, **({"dataset": pvi_dataset_repo} if pvi_dataset_repo else {})}
+        if g.get("method") == "pvi":
+            data.pvi["grouping_test"] = {k: v for k, v in (g.get("params") or {}).items()
+                                         if isinstance(v, (str, int, float, bool))}
     return data
+
+
+def _builder(data_files: Mapping[str, Any]) -> str:
+    """The ``datasets`` builder of local files (``json``, ``csv``, ``parquet``), as the Trainer's cards record it."""
+    first = next(iter(data_files.values()))
+    name = str(first[0] if isinstance(first, (list, tuple)) else first)
+    suffix = name.rsplit(".", 1)[-1].lower()
+    return {"jsonl": "json", "json": "json", "csv": "csv", "tsv": "csv", "parquet": "parquet"}.get(suffix, "custom")
+
+
+def _not_learned(metric: str, value: float) -> str | None:
+    """Why a task's multi-task score counts as not learned (correlation <= 0.05, F1 or accuracy of 0), else None."""
+    from hf_taskgroup.publishing.model_card import _CORRELATION_METRICS
+
+    name = metric.lower()
+    if any(name.startswith(m) for m in _CORRELATION_METRICS) and value <= 0.05:
+        return f"{metric} {value:.3f}"
+    if name.startswith(("f1", "accuracy")) and value <= 0.0:
+        return f"{metric} {value:.3f}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------- pushing
