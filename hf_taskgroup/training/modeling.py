@@ -207,12 +207,15 @@ class MultiTaskModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             shutil.copyfile(REMOTE_CODE_FILE, os.path.join(save_directory, os.path.basename(REMOTE_CODE_FILE)))
         source, auto_map = self.config.encoder_name_or_path, getattr(self.config, "auto_map", None)
+        encoder_source = getattr(self.config.encoder, "_name_or_path", "")
         self.config.encoder_name_or_path = public_model_reference(source)
+        self.config.encoder._name_or_path = public_model_reference(encoder_source) or ""
         self.config.auto_map = dict(REMOTE_AUTO_MAP)
         try:
             super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config.encoder_name_or_path = source
+            self.config.encoder._name_or_path = encoder_source
             if auto_map is None:
                 del self.config.auto_map
             else:
