@@ -116,7 +116,7 @@ def run_pvi_job(job: PVIJob, *, tokenizer: Any = None, model_factory: Any = None
     try:
         pushed = push_pvi_datasets(job.output_dir, job.hub_dataset_id, tasks=list(results),
                                    one_repo_per_task=job.one_repo_per_task, overwrite=job.overwrite,
-                                   private=job.private)
+                                   private=job.private, suite=suite)
     except PVIConfigExistsError as err:
         echo(f"Push refused: {err}\nLocal artifacts are kept in {job.output_dir}. Re-run with --overwrite to "
              f"replace the PVI values on the Hub:\n    {job.cli_command()} --overwrite")
