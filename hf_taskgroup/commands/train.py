@@ -28,6 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", default="outputs/train")
     p.add_argument("--save_model", action="store_true")
+    from hf_taskgroup.commands.run import add_dataclass_flags
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+
+    add_dataclass_flags(p, ("merge_lora",), MultiTaskTrainingArguments)
     p.set_defaults(func=run)
 
 
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=defaults.resolved_learning_rate(),
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64, seed=args.seed, data_seed=args.seed,
         task_sampling=args.task_sampling, save_strategy="no", eval_strategy="no", report_to="none",
-        logging_strategy="no", disable_tqdm=False,
+        logging_strategy="no", disable_tqdm=False, merge_lora=args.merge_lora,
     )
     script_args = SimpleNamespace(
         suite=args.suite, tasks=args.tasks, model=args.model, mode=args.mode, pooling=args.pooling,

@@ -226,6 +226,12 @@ def test_train_cli_lora_save_model_writes_a_checkpoint_that_reloads(encoder_dir,
     assert metrics["settings"]["per_device_train_batch_size"] == 8
     assert metrics["training_arguments"]["num_train_epochs"] == 1.0
     assert metrics["settings"]["learning_rate"] == metrics["training_arguments"]["learning_rate"]
+    merged = tmp_path / "merged"
+    assert main(["train", "--suite", str(suite_yaml), "--model", str(encoder_dir), "--finetune", "lora", "--mode",
+                 "mtl", "--epochs", "1", "--max_length", "32", "--save_model", "--merge_lora", "--output_dir",
+                 str(merged)]) == 0
+    assert not is_lora_checkpoint(merged / "mtl") and (merged / "mtl" / "modeling_hf_taskgroup.py").is_file()
+    assert set(AutoModel.from_pretrained(merged / "mtl").predict("sent", ["good"])) <= {"neg", "pos"}
 
 
 def _write_suite(root: Path) -> Path:
@@ -365,6 +371,15 @@ def test_pushing_into_a_repo_holding_another_model_is_refused_in_one_line(groupe
 
 
 @pytest.mark.slow
+def test_overwrite_and_merge_lora_flags_come_from_the_dataclasses():
+    from hf_taskgroup.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--overwrite"]).overwrite is True
+    assert parser.parse_args(["run"]).overwrite is False
+    assert parser.parse_args(["train", "--merge_lora"]).merge_lora is True
+
+
 def test_push_to_hub_without_prefix_fails_up_front_in_one_line(tmp_path):
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "hf_taskgroup.cli", "run", "--push_to_hub", "--output_dir", str(out)],
