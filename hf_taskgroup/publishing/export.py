@@ -113,7 +113,10 @@ def _standard_token_model(model: Any, task: str, labels: list[str]) -> tuple[Any
     if model.trunk is not None:
         return None, (f"a shared trunk {list(model.config.trunk_hidden_sizes)} sits between the encoder and the head; "
                       "...ForTokenClassification has none")
+    from hf_taskgroup.training.modeling import public_model_reference
+
     config = copy.deepcopy(model.config.encoder)
+    config._name_or_path = public_model_reference(getattr(config, "_name_or_path", None)) or ""  # no local paths
     config.num_labels = len(labels)
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_taskgroup.publishing.pvi_dataset import _template_path
+from hf_taskgroup.publishing.pvi_dataset import _template_path, public_value
 from hf_taskgroup.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ METHOD_BIBTEX = {
 #: Hub task ids of the task types; regression has no Hub task of its own and is filed under text-classification
 #: (with a one-output head), which the card states.
 _TASK_TYPE_WORDS = {"classification": "single-label classification", "multilabel": "multi-label classification",
-                    "regression": "regression (one real-valued output)", "token_classification": "token classification"}
+                    "regression": "regression, one real-valued output", "token_classification": "token classification"}
 _CORRELATION_METRICS = ("pearson", "spearman", "spearmanr", "pearsonr", "mcc", "matthews_correlation")
 
 T = TypeVar("T")
@@ -460,7 +460,7 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
     return {
         "title": data.model_name or data.model_id or "hf-taskgroup multi-task model",
         "repo": repo,
-        "encoder": data.encoder_name_or_path or data.base_model,
+        "encoder": public_value(data.encoder_name_or_path or data.base_model),
         "base_model": _safe("base_model", data.resolved_base_model, None),
         "pooling": training.get("pooling"),
         "trunk": list(trunk) if trunk else [],
@@ -476,7 +476,7 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
         "regression": [t for t in data.tasks if data.task_types.get(t) == "regression"],
         "citations": _safe("citations", lambda: METHOD_BIBTEX.get(str((data.grouping or {}).get("method")), []), []),
         "plots": _safe("plots", plots, []),
-        "training": [(k, v) for k, v in _public(training).items() if v is not None],
+        "training": [(k, public_value(v)) for k, v in _public(training).items() if v is not None],
         "versions": _safe("framework versions", lambda: framework_versions(data.library_version), {}),
     }
 

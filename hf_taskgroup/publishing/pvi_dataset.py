@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,11 +132,35 @@ def _template_path(name: str) -> Path:
     raise FileNotFoundError(f"Card template {name!r} not found; looked in: {', '.join(map(str, candidates))}")
 
 
+def public_value(value: Any) -> Any:
+    """``value`` with every local path replaced (recursively) by what may be published: the Hub id of a known
+    local model folder, else ``"<basename> (local)"``. Strings that are not existing absolute paths are kept.
+
+    Example::
+
+        >>> public_value({"model": "/home/me/models/tiny-bert", "epochs": 3})  # doctest: +SKIP
+        {'model': 'tiny-bert (local)', 'epochs': 3}
+    """
+    if isinstance(value, str):
+        if len(value) > 1 and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+            if os.path.exists(os.path.expanduser(value)) or value.startswith(("/tmp", "/home", "/root", "/Users")):
+                from hf_taskgroup.training.modeling import public_model_reference
+
+                return public_model_reference(value) or f"{Path(value).name} (local)"
+        return value
+    if isinstance(value, Mapping):
+        return {k: public_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_value(v) for v in value]
+    return value
+
+
 def _card_record(summary: Mapping[str, Any], config_name: str) -> dict[str, Any]:
-    """The YAML record of one task: its summary (secret-looking settings removed) and its config name."""
-    record = {k: copy.deepcopy(v) for k, v in summary.items() if not _SECRET_KEY.search(k)}
+    """The YAML record of one task: its summary (secret-looking settings removed, local paths replaced by
+    :func:`public_value`) and its config name."""
+    record = {k: public_value(copy.deepcopy(v)) for k, v in summary.items() if not _SECRET_KEY.search(k)}
     record["settings"] = {
-        k: v for k, v in dict(summary.get("settings") or {}).items() if not _SECRET_KEY.search(k)
+        k: public_value(v) for k, v in dict(summary.get("settings") or {}).items() if not _SECRET_KEY.search(k)
     }
     record["config_name"] = config_name
     return record
@@ -226,7 +251,7 @@ def render_pvi_dataset_card(
                 "task": task,
                 "config_name": config,
                 "task_type": summary.get("task_type", "–"),
-                "model": settings.get("model", "–"),
+                "model": public_value(settings.get("model", "–")),
                 "finetune": settings.get("finetune", "–"),
                 "epochs": settings.get("epochs", "–"),
                 "null": settings.get("null", "–"),

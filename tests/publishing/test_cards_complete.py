@@ -78,7 +78,7 @@ def test_local_data_gets_its_builder_and_the_task_as_config(suite):
 
 def test_regression_is_typed_honestly(card):
     results = {r["dataset"]["name"]: r for r in card.data.to_dict()["model-index"][0]["results"]}
-    assert results["sim"]["task"] == {"type": "text-classification", "name": "sim (regression (one real-valued output))"}
+    assert results["sim"]["task"] == {"type": "text-classification", "name": "sim (regression, one real-valued output)"}
     assert "text-regression" in card.data.tags
     assert "Regression heads (sim) output one real number" in card.text
 

@@ -160,8 +160,17 @@ def test_no_published_file_holds_a_local_path(encoder_dir, tmp_path, local_hub, 
     push_pvi_datasets(tmp_path / "pvi", f"{hub_repo_id}-pvi", suite=suite)
     published = {**local_hub.repo_files(hub_repo_id), **local_hub.repo_files(f"{hub_repo_id}-pvi", "dataset")}
     assert {"config.json", "README.md"} <= set(published)
+    local = [str(tmp_path).encode(), str(encoder_dir).encode()]
     for name, content in published.items():
-        assert str(tmp_path).encode() not in content, f"{name} records the local path {tmp_path}"
+        assert not any(p in content for p in local), f"{name} records a local path"
+    exported = export_task(model, "sent", tmp_path / "export-sent", tokenizer=tiny_tokenizer())
+    standard = export_task(MultiTaskModel.from_encoder(str(encoder_dir), tiny_suite(("token_classification",))
+                                                       .task_infos()), "ner", tmp_path / "export-ner",
+                           tokenizer=tiny_tokenizer())
+    assert standard.standard
+    for folder in (exported.path, standard.path):
+        for path in folder.iterdir():
+            assert not any(p in path.read_bytes() for p in local), f"{path} records a local path"
 
 
 def _write_pvi(root: Path, task: str, **settings) -> None:
