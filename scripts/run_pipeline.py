@@ -1,27 +1,31 @@
 #!/usr/bin/env python
-"""The main job as an `accelerate launch`-able script (HfArgumentParser over PipelineConfig).
+"""The main job as an `accelerate launch`-able script (the flags of `hf-taskgroup run`, from PipelineConfig).
 
     accelerate launch --config_file accelerate_config.yaml scripts/run_pipeline.py \
-        --suite hf_taskgroup/demo/suite.yaml --methods pvi all_in_one --output_dir outputs/run
+        --suite hf_taskgroup/demo/suite.yaml --methods pvi,all_in_one --output_dir outputs/run
 
-Same stages and artifacts as `hf-taskgroup run`; every stage resumes from its artifacts.
+Same stages and artifacts as `hf-taskgroup run` (also `--config file.yaml`); every stage resumes from its artifacts.
 """
 
 from __future__ import annotations
 
 import sys
 
-from transformers import HfArgumentParser
-
-from hf_taskgroup.pipeline import PipelineConfig, run_pipeline
+from hf_taskgroup.commands.run import configure
+from hf_taskgroup.config import PipelineConfig, make_parser, parse_config
+from hf_taskgroup.pipeline import run_pipeline
 
 
 def main(argv: list[str] | None = None) -> None:
-    (config,) = HfArgumentParser(PipelineConfig).parse_args_into_dataclasses(args=argv)
-    result = run_pipeline(config)
+    parser = make_parser(PipelineConfig, prog="run_pipeline.py")
+    configure(parser)
+    result = run_pipeline(parse_config(parser, argv))
     if result is not None:
         print(f"report: {result.report_path}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from hf_taskgroup.cli import run_guarded
+
+    argv = [a for a in sys.argv[1:] if a != "--debug"]
+    sys.exit(run_guarded(lambda: main(argv) and 0, debug=len(argv) < len(sys.argv) - 1))

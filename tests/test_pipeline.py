@@ -22,8 +22,8 @@ def _factory(infos, seed):
 
 
 def _config(tmp_path, **kw):
-    defaults = dict(output_dir=str(tmp_path / "run"), methods=["pvi", "all_in_one"], epochs=2, batch_size=8,
-                    trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_epochs=2)
+    defaults = dict(output_dir=str(tmp_path / "run"), methods=["pvi", "all_in_one"], num_train_epochs=2, batch_size=8,
+                    trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_num_train_epochs=2)
     defaults.update(kw)
     return PipelineConfig(**defaults)
 
@@ -35,7 +35,9 @@ def _pipeline(tmp_path, **kw):
 
 def test_config_refuses_contradictions():
     with pytest.raises(ValueError, match="grouping must not see the evaluation split"):
-        PipelineConfig(pvi_split="test")
+        PipelineConfig(eval_split="validation")
+    with pytest.raises(ValueError, match="grouping must never see the test split"):
+        PipelineConfig(pvi_split="test", eval_split="validation")
     with pytest.raises(ValueError, match="hub_prefix"):
         PipelineConfig(push_to_hub=True)
     with pytest.raises(ValueError, match="not among methods"):

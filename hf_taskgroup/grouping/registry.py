@@ -29,6 +29,13 @@ KNOWN_INPUTS = {
     "evaluator": "a GroupEvaluator: evaluator(tasks) -> {task: {'loss': ...}}",
     "collector": "a trainer-side collection of affinities",
     "group_value": "callable(tuple of task names) -> float to maximise",
+    "collapsed": "task names whose PVI model collapsed (the pvi method keeps them single-task by default)",
+    "embeddings": "dict task -> 1-D np.ndarray (a task embedding)",
+    "suite": "a TaskSuite (methods that train their own probes)",
+    "settings": "TrainSettings of those trainings",
+    "tokenizer": "the tokenizer of those trainings",
+    "model_factory": "a model factory for those trainings (tests use tiny models)",
+    "cache_dir": "a folder caching those trainings",
 }
 
 
@@ -38,18 +45,22 @@ class _Entry:
     func: GroupingMethod
     needs: tuple[str, ...]
     description: str
+    config: type | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_CONFIGS: dict[str, type] = {}
 
 
 def register_method(
-    name: str, *, needs: tuple[str, ...] = (), description: str = ""
+    name: str, *, needs: tuple[str, ...] = (), description: str = "", config: type | None = None
 ) -> Callable[[GroupingMethod], GroupingMethod]:
     """Decorator registering a grouping method under ``name``.
 
     ``needs`` lists the keyword inputs the method requires (see :data:`KNOWN_INPUTS`). An entry
-    ``"a|b"`` means "at least one of ``a`` or ``b``". Registering another function under a taken name
+    ``"a|b"`` means "at least one of ``a`` or ``b``". ``config`` is the method's options dataclass; without
+    it one is generated from the function's keyword parameters that are not inputs (their defaults are the
+    options' defaults), see :func:`method_config_class`. Registering another function under a taken name
     raises ``ValueError``; re-registering the same function (module reload) replaces the entry.
 
     Example:
@@ -78,7 +89,8 @@ def register_method(
                 f"grouping method {name!r} is already registered by "
                 f"{existing.func.__module__}.{existing.func.__qualname__}"
             )
-        _REGISTRY[name] = _Entry(name=name, func=func, needs=needs, description=description)
+        _REGISTRY[name] = _Entry(name=name, func=func, needs=needs, description=description, config=config)
+        _CONFIGS.pop(name, None)
         return func
 
     return decorator
@@ -92,9 +104,9 @@ def unregister_method(name: str) -> None:
 
 
 def available_methods() -> dict[str, dict[str, Any]]:
-    """Registered methods: ``name -> {"needs": (...), "description": "..."}``, sorted by name."""
+    """Registered methods: ``name -> {"needs": (...), "description": "...", "options": [...]}``, sorted by name."""
     return {
-        name: {"needs": entry.needs, "description": entry.description}
+        name: {"needs": entry.needs, "description": entry.description, "options": method_option_names(name)}
         for name, entry in sorted(_REGISTRY.items())
     }
 
@@ -105,6 +117,96 @@ def get_method(name: str) -> GroupingMethod:
     if entry is None:
         raise ValueError(f"unknown grouping method {name!r}; available: {sorted(_REGISTRY)}")
     return entry.func
+
+
+#: ``method_options`` of the methods that read a collected affinity matrix which configure the collection
+#: (one multi-task training), not the method: ``affinity_kind`` (clustering only: which matrix to cluster)
+#: and the options of :func:`~hf_taskgroup.grouping.evaluators.affinity_collection.collect_affinity`.
+COLLECTION_OPTIONS = ("affinity_kind", "every_k_steps", "task_subsample", "probe_batch_size", "lookahead_lr")
+COLLECTING_METHODS = ("transfer_gain", "tag", "clustering")
+
+
+def known_methods() -> list[str]:
+    """Names of every registered method (importing :mod:`hf_taskgroup.grouping` registers the built-in ones)."""
+    import hf_taskgroup.grouping  # noqa: F401
+
+    return sorted(_REGISTRY)
+
+
+def method_inputs(method: str) -> set[str]:
+    """The inputs ``method`` declares (``needs``, alternatives split) plus the known inputs it takes."""
+    import inspect
+
+    get_method(method)
+    entry = _REGISTRY[method]
+    params = set(inspect.signature(entry.func).parameters)
+    return {n for need in entry.needs for n in need.split("|")} | (params & set(KNOWN_INPUTS))
+
+
+def method_config_class(method: str) -> type:
+    """The options dataclass of ``method``: the registered ``config``, or one generated from its keyword
+    parameters that are not inputs (defaults = the function's defaults).
+
+    Example:
+        >>> cfg = method_config_class("pvi")(test="tost")
+        >>> cfg.test, cfg.alpha
+        ('tost', 0.05)
+    """
+    get_method(method)
+    if method in _CONFIGS:
+        return _CONFIGS[method]
+    entry = _REGISTRY[method]
+    if entry.config is not None:
+        cls = entry.config
+    else:
+        import dataclasses
+        import inspect
+
+        inputs = method_inputs(method)
+        spec = []
+        for pname, param in inspect.signature(entry.func).parameters.items():
+            if pname == "tasks" or pname in inputs or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            default = None if param.default is param.empty else param.default
+            spec.append((pname, Any, dataclasses.field(default=default)))
+        cls = dataclasses.make_dataclass("".join(p.title() for p in method.split("_")) + "MethodConfig", spec)
+        cls.__doc__ = f"Options of the grouping method {method!r}: {entry.description}"
+    _CONFIGS[method] = cls
+    return cls
+
+
+def method_option_names(method: str) -> list[str]:
+    """The options ``method`` takes: the fields of its config, plus the collection options of the methods
+    that collect an affinity matrix."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(method_config_class(method))]
+    if method in COLLECTING_METHODS:
+        names += [o for o in COLLECTION_OPTIONS if o != "affinity_kind" or method == "clustering"]
+    return names
+
+
+def check_method_options(method: str, options: Mapping[str, Any], *, flag: str = "option",
+                         collection: bool = True) -> None:
+    """Refuse (``ConfigError``) an option that ``method`` does not take, naming the options it does take.
+
+    Example:
+        >>> check_method_options("all_in_one", {"num_groups": 2})
+        Traceback (most recent call last):
+        ...
+        hf_taskgroup.config.ConfigError: option: method 'all_in_one' does not take 'num_groups'; its options: seed
+    """
+    from hf_taskgroup.config import ConfigError
+
+    if method not in known_methods():
+        raise ConfigError(f"{flag}: unknown grouping method {method!r}; available: {', '.join(known_methods())}")
+    accepted = method_option_names(method)
+    if not collection:  # the caller has no affinity collection to configure
+        accepted = [k for k in accepted if k not in COLLECTION_OPTIONS]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(f"{flag}: method {method!r} does not take {key!r}; its options: "
+                              f"{', '.join(accepted) or 'none'}")
 
 
 def _describe(value: Any) -> str:
@@ -122,8 +224,13 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def group_tasks(method: str, tasks: Sequence[str], **kwargs: Any) -> Grouping:
+def group_tasks(method: str, tasks: Sequence[str], *, sources: Any = None, **kwargs: Any) -> Grouping:
     """Run the grouping method ``method`` on ``tasks`` and return its validated :class:`Grouping`.
+
+    ``kwargs`` are the method's inputs and options; an option the method does not take is refused
+    (``ConfigError``) before the method runs. With ``sources`` (an
+    :class:`~hf_taskgroup.grouping.inputs.InputSources`) the inputs not given are built by the one input
+    resolver (:func:`~hf_taskgroup.grouping.inputs.resolve_inputs`), as in the pipeline and the CLI.
 
     Looks the method up, checks that the inputs it needs are given (not None), times the call (fills
     ``cost.seconds`` when the method left it at 0), records provenance (library version, UTC creation
@@ -147,6 +254,22 @@ def group_tasks(method: str, tasks: Sequence[str], **kwargs: Any) -> Grouping:
     duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
     if duplicates:
         raise ValueError(f"method {method!r}: task(s) {duplicates} listed more than once")
+    import dataclasses
+
+    from hf_taskgroup.config import ConfigError
+
+    inputs = method_inputs(method)
+    options = {k: v for k, v in kwargs.items() if k not in inputs}
+    config_fields = [f.name for f in dataclasses.fields(method_config_class(method))]
+    unknown = [k for k in options if k not in config_fields]
+    if unknown:
+        raise ConfigError(f"method {method!r} does not take {', '.join(map(repr, unknown))}; its options: "
+                          f"{', '.join(config_fields) or 'none'}")
+    if sources is not None:
+        from hf_taskgroup.grouping.inputs import resolve_inputs
+
+        missing = {k: v for k, v in resolve_inputs(method, sources, options).items() if kwargs.get(k) is None}
+        kwargs.update(missing)
     for need in entry.needs:
         options = need.split("|")
         if all(kwargs.get(option) is None for option in options):

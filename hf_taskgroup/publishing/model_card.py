@@ -632,3 +632,12 @@ def _training_from_args(args: Any, state: Any) -> dict[str, Any]:
 __all__ = ["METHOD_DESCRIPTIONS", "REPO_PLACEHOLDER", "MultiTaskModelCardData", "card_data_from_config", "framework_versions",
            "generate_model_card", "hub_repo_id_or_none", "merge_card_data", "results_from_log_history",
            "save_model_card", "write_trainer_model_card"]
+
+
+def _register() -> None:
+    from hf_taskgroup.training.trainer import set_model_card_writer
+
+    set_model_card_writer(write_trainer_model_card)
+
+
+_register()  # MultiTaskTrainer.create_model_card renders through this module (the trainer never imports it)

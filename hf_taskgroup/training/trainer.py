@@ -285,7 +285,7 @@ class MultiTaskTrainer(Trainer):
                 self.current_task = None
         return out
 
-    # ---- model card (hf_taskgroup/publishing/model_card.py) ----------------------------------------------------------
+    # ---- model card: rendered by the publishing stage through a registered writer -------------------------------
     def create_model_card(
         self,
         language: str | None = None,
@@ -298,12 +298,19 @@ class MultiTaskTrainer(Trainer):
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
     ) -> None:
-        """Write our card (``README.md``) into ``args.output_dir`` on the main process: tasks, grouping, per-task
-        results, how to load each head; ``self.model_card_data`` wins over what is read from the model and the
-        log history. Called by ``push_to_hub`` after saving, so it replaces PEFT's card under LoRA."""
-        from hf_taskgroup.publishing.model_card import write_trainer_model_card
+        """Write the card (``README.md``) into ``args.output_dir``: tasks, grouping, per-task results, how to load
+        each head; ``self.model_card_data`` wins over what is read from the model and the log history. Called by
+        ``push_to_hub`` after saving, so it replaces PEFT's card under LoRA.
 
-        write_trainer_model_card(
+        The trainer holds the card data; the rendering belongs to the publishing stage, which registers its
+        writer with :func:`set_model_card_writer` (``import hf_taskgroup`` does it), so this module never
+        imports publishing.
+        """
+        if _MODEL_CARD_WRITER is None:
+            logger.warning("no model card writer is registered (import hf_taskgroup.publishing.model_card); "
+                           "no card written to %s", self.args.output_dir)
+            return
+        _MODEL_CARD_WRITER(
             self, language=language, license=license, tags=tags, model_name=model_name,
             finetuned_from=finetuned_from, dataset=dataset,
         )
@@ -321,6 +328,21 @@ class MultiTaskTrainer(Trainer):
         info = self.base_model_ref.config.tasks[task]
         preds = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
         return compute_task_metrics(info["type"], np.asarray(preds), np.asarray(eval_pred.label_ids), id2label=info.get("id2label"))
+
+
+_MODEL_CARD_WRITER: Callable[..., Any] | None = None
+
+
+def set_model_card_writer(writer: Callable[..., Any] | None) -> None:
+    """Register the function that renders :meth:`MultiTaskTrainer.create_model_card` (the publishing stage's).
+
+    Example::
+
+        >>> from hf_taskgroup.publishing.model_card import write_trainer_model_card
+        >>> set_model_card_writer(write_trainer_model_card)
+    """
+    global _MODEL_CARD_WRITER
+    _MODEL_CARD_WRITER = writer
 
 
 def _fp(dataset: Any, task: str) -> str:

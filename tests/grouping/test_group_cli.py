@@ -46,7 +46,7 @@ def test_pvi_method_writes_a_grouping_and_plots(pvi_dir, tmp_path, capsys):
     grouping.validate()
     assert grouping.method == "pvi" and grouping.tasks == ["cli_a", "cli_b", "cli_c"]
     assert sorted(map(sorted, grouping.groups)) == FAMILIES
-    assert grouping.scores["n_examples"] == {"cli_a": 60, "cli_b": 60, "cli_c": 60}  # validation + test, no train
+    assert grouping.scores["n_examples"] == {"cli_a": 30, "cli_b": 30, "cli_c": 30}  # validation only: never test
     assert {p.name for p in plots.glob("*.png")} == {"pvi_pvi_distributions.png", "pvi_p_values.png"}
     assert "group 2: cli_c" in capsys.readouterr().out
 
@@ -55,12 +55,12 @@ def test_pvi_options_are_passed_through(pvi_dir, tmp_path):
     out = tmp_path / "g.json"
     rc = main(["group", "--method", "pvi", "--pvi_dir", str(pvi_dir), "--tasks", "cli_a,cli_b", "--test", "tost",
                "--margin", "0.5", "--correction", "bh", "--alpha", "0.1", "--option", 'strategy="clique"',
-               "--pvi_splits", "test", "--output", str(out)])
+               "--option", "subsample=20", "--output", str(out)])
     assert rc == 0
     params = Grouping.from_json(out).params
-    assert (params["test"], params["equivalence_margin"], params["correction"], params["alpha"], params["strategy"]) == (
-        "tost", 0.5, "bh", 0.1, "clique")
-    assert Grouping.from_json(out).scores["n_examples"] == {"cli_a": 30, "cli_b": 30}
+    assert (params["test"], params["equivalence_margin"], params["correction"], params["alpha"], params["strategy"],
+            params["subsample"]) == ("tost", 0.5, "bh", 0.1, "clique", 20)
+    assert Grouping.from_json(out).scores["n_examples"] == {"cli_a": 20, "cli_b": 20}  # subsampled
 
 
 def test_unknown_method_lists_the_valid_ones(tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_unknown_method_lists_the_valid_ones(tmp_path, capsys):
 def test_option_the_method_does_not_take_is_an_error(tmp_path, capsys):
     assert main(["group", "--method", "all_in_one", "--tasks", "a,b", "--num_groups", "2",
                  "--output", str(tmp_path / "g.json")]) == 2
-    assert "method 'all_in_one' does not take --num_groups" in capsys.readouterr().err
+    assert "method 'all_in_one' does not take 'num_groups'" in capsys.readouterr().err
     assert main(["group", "--method", "pvi", "--output", str(tmp_path / "g.json")]) == 2
     assert "needs --pvi_dir" in capsys.readouterr().err
     assert not (tmp_path / "g.json").exists()
@@ -84,6 +84,7 @@ def test_list_methods(capsys):
     assert main(["group", "--list_methods"]) == 0
     out = capsys.readouterr().out
     assert "task_embedding" in out and "needs: affinity" in out
+    assert "options: test, correction, alpha" in out  # each method lists its options
 
 
 @pytest.mark.parametrize("method", ["transfer_gain", "tag"])
@@ -133,7 +134,8 @@ def tiny_suite_yaml(tmp_path_factory) -> tuple[Path, Path]:
 def test_tag_collects_the_affinity_from_a_suite(tiny_suite_yaml, tmp_path):
     suite, model = tiny_suite_yaml
     out, cache = tmp_path / "g.json", tmp_path / "cache"
-    argv = ["group", "--method", "tag", "--suite", str(suite), "--model", str(model), "--epochs", "1",
+    argv = ["group", "--method", "tag", "--suite", str(suite), "--model", str(model), "--num_train_epochs", "1",
+            "--max_length", "32", "--trunk_hidden_sizes", "8",
             "--batch_size", "8", "--every_k_steps", "1", "--num_groups", "2", "--cache_dir", str(cache),
             "--output", str(out)]
     assert main(argv) == 0
@@ -147,7 +149,8 @@ def test_tag_collects_the_affinity_from_a_suite(tiny_suite_yaml, tmp_path):
 @pytest.mark.slow
 def test_task_embedding_and_exhaustive_train_from_a_suite(tiny_suite_yaml, tmp_path):
     suite, model = tiny_suite_yaml
-    common = ["--suite", str(suite), "--model", str(model), "--epochs", "1", "--batch_size", "8",
+    common = ["--suite", str(suite), "--model", str(model), "--num_train_epochs", "1", "--batch_size", "8",
+              "--max_length", "32",
               "--cache_dir", str(tmp_path / "cache")]
     assert main(["group", "--method", "task_embedding", "--num_groups", "2", "--output", str(tmp_path / "e.json"),
                  *common]) == 0

@@ -393,6 +393,7 @@ def test_push_to_hub_without_prefix_fails_up_front_in_one_line(tmp_path):
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "hf_taskgroup.cli", "run", "--push_to_hub", "--output_dir", str(out)],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0
-    assert "--hub_prefix" in res.stderr.strip().splitlines()[-1]
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "--hub_prefix" in errors[0]
     assert not out.exists()

@@ -27,8 +27,8 @@ def _factory(infos, seed):
 def _pipeline(tmp_path, **kw):
     suite = tiny_suite(("classification", "regression", "multilabel"))
     suite["sent"].license, suite["sim"].license, suite["hall"].license = "mit", "mit", "mit"
-    values = dict(output_dir=str(tmp_path / "run"), methods=["all_in_one", "single_task"], epochs=1, batch_size=8,
-                  trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_epochs=1)
+    values = dict(output_dir=str(tmp_path / "run"), methods=["all_in_one", "single_task"], num_train_epochs=1, batch_size=8,
+                  trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_num_train_epochs=1)
     values.update(kw)
     return Pipeline(PipelineConfig(**values), suite=suite, tokenizer=tiny_tokenizer(), model_factory=_factory,
                     progress=False)
@@ -43,7 +43,7 @@ def test_pipeline_shares_the_encoder_refuses_overwrites_and_trains_a_new_publish
     assert set(result.published) == {"pvi dataset", *result.model_dirs}
 
     # the run's config records the settings the trainings resolved (not None defaults)
-    resolved = json.loads((out / "config.json").read_text())["resolved"]["train"]
+    resolved = json.loads((out / "config.json").read_text())
     assert resolved["num_train_epochs"] == 1.0 and resolved["learning_rate"] == 3e-3
 
     # 5. frozen: one encoder file on disk for every saved model (all_in_one published: one group)

@@ -33,6 +33,7 @@ Cost: no training; the PVI scores themselves cost two fine-tunes per task (see `
 from __future__ import annotations
 
 import itertools
+import logging
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,8 @@ from scipy.sparse.csgraph import connected_components
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
 from hf_taskgroup.grouping.stats import CORRECTIONS, TESTS, adjust_pvalues, two_sample_test
+
+logger = logging.getLogger(__name__)
 
 Strategy = Literal["interval", "clique", "components"]
 MAX_CLIQUE_TASKS = 16
@@ -275,11 +278,16 @@ def pvi_grouping(
     max_group_size: int | None = None,
     subsample: int | None = None,
     seed: int = 0,
+    collapsed: Sequence[str] | None = None,
+    keep_collapsed_single: bool = True,
 ) -> Grouping:
     """Group tasks whose PVI estimates are not statistically different (see the module docstring).
 
     With thousands of examples per task nearly every pair differs "significantly"; use ``test="tost"``
     with an ``equivalence_margin`` (bits) or ``subsample`` for that.
+
+    ``collapsed`` (an input: tasks whose PVI model predicted one value for every example, so their PVI is
+    meaningless) stay single-task when ``keep_collapsed_single`` (the default); the others are grouped.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -290,6 +298,12 @@ def pvi_grouping(
     if strategy not in ("interval", "clique", "components"):
         raise ValueError(f"unknown strategy {strategy!r}; choose 'interval', 'clique' or 'components'")
     tasks = list(tasks)
+    collapsed = [t for t in tasks if t in set(collapsed or ())]
+    if collapsed and keep_collapsed_single:
+        return _group_keeping_collapsed_single(
+            tasks, collapsed, pvi=pvi, test=test, correction=correction, alpha=alpha,
+            equivalence_margin=equivalence_margin, strategy=strategy, max_group_size=max_group_size,
+            subsample=subsample, seed=seed)
     tests = pairwise_pvi_tests(pvi, tasks, test=test, correction=correction, alpha=alpha,
                                equivalence_margin=equivalence_margin, subsample=subsample, seed=seed)
     if strategy == "interval":
@@ -327,3 +341,22 @@ def pvi_grouping(
         cost=GroupingCost(trainings=0, examples=0),
         provenance={"objective": "number of groups (minimised); ties broken by the smallest spread"},
     )
+
+
+def _group_keeping_collapsed_single(tasks: list[str], collapsed: list[str], *, pvi: Mapping[str, Any],
+                                    **params: Any) -> Grouping:
+    """PVI grouping of the tasks whose PVI model did not collapse; each collapsed task stays single-task."""
+    logger.warning("PVI grouping: %s collapsed (one prediction for every example); kept single-task", collapsed)
+    scored = [t for t in tasks if t not in collapsed]
+    inner = pvi_grouping(scored, pvi={t: pvi[t] for t in scored}, **params) if scored else None
+    grouping = Grouping(
+        groups=[*(inner.groups if inner else []), *[[t] for t in collapsed]],
+        method="pvi", tasks=list(tasks),
+        params={**(inner.params if inner else dict(params)), "collapsed_kept_single": True},
+        scores={**(inner.scores if inner else {}), "scored_tasks": scored, "collapsed_tasks": collapsed},
+        objective=float(len(inner.groups if inner else []) + len(collapsed)),
+        cost=inner.cost if inner else GroupingCost(),
+        provenance=dict(inner.provenance) if inner else {},
+    )
+    grouping.validate()
+    return grouping
