@@ -155,7 +155,7 @@ def test_sorted_batches_return_outputs_in_row_order(tok):
 def test_compute_pvi_with_fixed_logits_and_analytic_null_equals_hand_computed(tmp_path, tok):
     suite = tiny_suite(("classification",))
     factory = Factory(suite, fixed_logits={("sent", "x"): [math.log(0.7), math.log(0.3)]})
-    res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=0.0), null="analytic",
+    res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=1e-30), null="analytic",
                       output_dir=tmp_path, model_factory=factory, progress=False)["sent"]
     raw = suite["sent"].load()
     names = sorted(set(raw["train"]["label"]))
@@ -201,7 +201,7 @@ def test_trained_null_runs_one_forward_pass_per_task(tmp_path, tok):
 def test_trained_null_output_is_used_for_h_yb(tmp_path, tok):
     suite = tiny_suite(("classification",))
     factory = Factory(suite, fixed_logits={("sent", "x"): [0.0, 0.0], ("sent", "null"): [math.log(0.9), math.log(0.1)]})
-    res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=0.0), null="trained",
+    res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=1e-30), null="trained",
                       output_dir=tmp_path, model_factory=factory, progress=False)["sent"]
     names = sorted(set(suite["sent"].load()["train"]["label"]))
     y = [names.index(v) for v in suite["sent"].load()["test"]["label"]]
@@ -284,7 +284,7 @@ def test_collapsed_model_is_flagged_and_warned(tmp_path, tok):
     suite = tiny_suite(("classification",))
     factory = Factory(suite, fixed_logits={("sent", "x"): [2.0, -2.0]})  # always class 0
     with pytest.warns(PVICollapseWarning, match="task 'sent', split 'test'"):
-        res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=0.0), null="analytic",
+        res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=1e-30), null="analytic",
                           output_dir=tmp_path, model_factory=factory, progress=False)["sent"]
     assert res.summary["collapsed"] == {"validation": True, "test": True}
     saved = json.loads((tmp_path / "sent" / "summary.json").read_text())
