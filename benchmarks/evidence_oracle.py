@@ -15,6 +15,7 @@ methods use validation losses).
 
     python benchmarks/evidence_oracle.py --quick   # 4 tasks, 200 train rows, 1 seed: a few minutes
     python benchmarks/evidence_oracle.py           # 6 tasks, 1000 train rows, 3 seeds
+    python benchmarks/evidence_oracle.py --executor ray [--ray_address auto]   # trainings on Ray (docs/ray.md)
 
 Writes benchmarks/results/evidence_oracle[_quick].json and the figures under docs/figures/.
 """
@@ -22,6 +23,7 @@ Writes benchmarks/results/evidence_oracle[_quick].json and the figures under doc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sys
 import time
@@ -45,7 +47,7 @@ from evidence_common import (  # noqa: E402
 )
 
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
-from hf_taskgroup.pipeline import Pipeline  # noqa: E402
+from hf_taskgroup.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 
 TASKS = ["glue_stsb", "glue_sst2", "chemprot", "ner_NCBI-disease", "mqp", "medical_abstracts"]
@@ -70,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-groups", type=int, default=2,
                         help="groups for the methods that take a number (tag: at most; transfer_gain, random: exactly)")
     parser.add_argument("--output-dir", type=Path, default=None)
+    for name in ("executor", "ray_address"):  # the run's ExecutorOptions fields
+        f = next(f for f in dataclasses.fields(PipelineConfig) if f.name == name)
+        parser.add_argument(f"--{name}", default=f.default, help=f.metadata["help"])
     args = parser.parse_args(argv)
     tasks = QUICK_TASKS if args.quick else TASKS
     max_train = args.max_train or (200 if args.quick else 1000)
@@ -81,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     config = study_config(out / "pipeline", METHODS, seeds, args.epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks))
+    config = dataclasses.replace(config, executor=args.executor, ray_address=args.ray_address)
     pipe = Pipeline(config, suite=suite)
     # 1) the methods, through the pipeline (PVI stage, grouping stage); the evaluator cache starts cold
     pvi, groupings = run_grouping_stages(pipe)
@@ -91,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     metric = {t: primary_metric(type_of[t]) for t in tasks}
     table: dict[tuple[str, ...], dict[str, dict[str, list[float]]]] = {}
     train_seconds = 0.0
-    for seed in seeds:
+    for seed in seeds:  # every subset of a seed dispatched at once through the run's executor
         ev = make_suite_evaluator(suite, config.train_settings(seed), out / "pipeline" / "cache" / "evaluator",
-                                  tokenizer=pipe._tok())
-        for i, group in enumerate(subsets(tasks)):
-            result = ev(list(group))
+                                  tokenizer=pipe._tok(), executor=pipe.executor)
+        results = ev.evaluate_many([list(g) for g in subsets(tasks)], progress=True)
+        for i, (group, result) in enumerate(zip(subsets(tasks), results)):
             for t in group:
                 entry = table.setdefault(group, {}).setdefault(t, {"test": [], "val_loss": []})
                 entry["test"].append(result[t][f"test_{metric[t]}"])
@@ -158,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "all_partition_scores": all_scores.tolist(),
         "pvi_v_information": {t: r.summary.get("v_information") for t, r in pvi.items()},
     }
+    pipe.executor.close()
     path = write_results(name, payload)
     save_oracle_figures(payload, name)
     print(f"\nSTL {stl:.4f}  oracle {oracle_score:.4f} {oracle}  (203 partitions: mean {all_scores.mean():.4f})")

@@ -41,9 +41,10 @@ from typing import Any
 __all__ = [
     "ConfigError", "FINETUNE_MODES", "POOLING_MODES", "MODE_DEFAULTS", "mode_default",
     "SuiteArguments", "ModelArguments", "GroupTrainingArguments", "PVIArguments", "PVIGroupingArguments",
-    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments",
+    "GroupingOptions", "GroupingArguments", "RunArguments", "HubArguments", "PublishArguments", "SeedArguments", "ExecutorArguments",
     "TrainJobArguments", "PVIJobArguments", "PrecisionArguments", "GroupJobArguments",
-    "PipelineConfig", "TrainCommandConfig", "PVICommandConfig", "GroupCommandConfig", "ExportCommandConfig",
+    "PipelineConfig", "TrainCommandConfig", "PVICommandConfig", "GroupCommandConfig", "LLMArguments",
+    "LLMRunArguments", "LLMCommandConfig", "ExportCommandConfig",
     "ConfigParser", "make_parser", "parse_config", "load_config_file", "config_to_cli",
 ]
 
@@ -446,6 +447,43 @@ class PublishArguments(ConfigBase):
 
 
 @dataclass
+class ExecutorArguments(ConfigBase):
+    """Where independent trainings run (:mod:`hf_taskgroup.executor`; docs/ray.md). Never changes results.
+
+    Example::
+
+        >>> ExecutorArguments(executor="ray", ray_address="auto").make_executor().address
+        'auto'
+    """
+
+    executor: str = knob("serial", choices=("serial", "ray"),
+                         help="where independent trainings run: serial (one after another in this process) or ray "
+                              "(Ray tasks; needs `pip install \"hf-taskgroup[ray]\"`)")
+    ray_address: str | None = knob(None, help="--executor ray: the cluster to join (auto: the one `ray start` set up "
+                                              "on this node; ray://host:10001); default: a local Ray for the run")
+    num_cpus_per_training: float = knob(1.0, ge=0, help="--executor ray: CPU cores each training reserves (and its "
+                                                        "torch threads)")
+    num_gpus_per_training: float = knob(0.0, ge=0, help="--executor ray: GPUs each training reserves (1: one "
+                                                        "training per GPU; fractions share a GPU)")
+    max_retries: int = knob(2, ge=0, help="--executor ray: how often a training whose worker process died is "
+                                          "started again")
+
+    def _check(self) -> None:
+        if self.num_cpus_per_training == 0 and self.num_gpus_per_training == 0:
+            raise ConfigError("--num_cpus_per_training and --num_gpus_per_training are both 0: a training needs "
+                              "some resource")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ConfigError(f"--ray_address {self.ray_address!r} needs --executor ray (got {self.executor!r})")
+
+    def make_executor(self) -> Any:
+        """The executor these settings describe (a Ray executor starts Ray only when it dispatches)."""
+        from hf_taskgroup.executor import Resources, make_executor
+
+        return make_executor(self.executor, ray_address=self.ray_address, max_retries=self.max_retries,
+                             resources=Resources(self.num_cpus_per_training, self.num_gpus_per_training))
+
+
+@dataclass
 class SeedArguments(ConfigBase):
     """One seed (commands that train once)."""
 
@@ -518,6 +556,61 @@ class GroupJobArguments(ConfigBase):
     task_subsample: int | None = knob(None, ge=1, help="affinity collection: examples per task in the probe")
 
 
+@dataclass
+class LLMArguments(ConfigBase):
+    """A prompted causal LM scored on the suite's tasks (``hf-taskgroup llm``; ``run --llm`` adds a report column).
+
+    Example::
+
+        >>> LLMArguments(model="my-org/my-llm", shots=2).shots
+        2
+    """
+
+    model: str | None = knob(None, help="causal LM: a Hub id or a local folder (required)")
+    shots: int = knob(0, ge=0, help="demonstrations per prompt, drawn from the train split (0: zero-shot)")
+    max_examples: int | None = knob(None, ge=1, help="evaluate at most this many examples per task (default: all)")
+    split: str = knob("test", help="the split to evaluate")
+    seed: int = knob(0, ge=0, help="seed of the demonstration draw and of the example subsample")
+    batch_size: int = knob(8, ge=1, help="sequences per forward pass")
+    max_new_tokens: int = knob(24, ge=1, help="generation length for regression and token classification")
+    max_prompt_tokens: int = knob(1024, ge=8, help="a longer prompt loses its oldest tokens")
+    max_text_chars: int = knob(1500, ge=1, help="each input text is cut to this many characters")
+    chat_template: bool = knob(True, help="wrap prompts in the tokenizer's chat template when it has one")
+    dtype: str = knob("auto", choices=("auto", "float32", "bfloat16", "float16"),
+                      help="auto: bfloat16 on a GPU, float32 on a CPU")
+    device_map: str | None = knob(None, help="e.g. 'auto' to spread a large model over the GPUs (needs accelerate)")
+    trust_remote_code: bool = knob(False, help="allow custom model code from the Hub")
+
+
+@dataclass
+class LLMRunArguments(ConfigBase):
+    """The optional LLM column of a run's report."""
+
+    llm: dict[str, Any] | None = knob(None, help="also score a prompted causal LM: a JSON object of `hf-taskgroup llm` "
+                                                   "settings, e.g. '{\"model\": \"my-org/my-llm\", \"shots\": 3}' "
+                                                   "(its split is the run's --eval_split)")
+
+    def _check(self) -> None:
+        if self.llm is not None:
+            self.llm_arguments()
+
+    def llm_arguments(self) -> LLMArguments | None:
+        """The ``llm`` object as :class:`LLMArguments` (unknown keys and bad values refused)."""
+        if self.llm is None:
+            return None
+        known = {f.name for f in fields(LLMArguments)}
+        unknown = sorted(set(self.llm) - known)
+        if unknown:
+            raise ConfigError(f"--llm: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+        if not self.llm.get("model"):
+            raise ConfigError("--llm needs a \"model\" (a causal LM's Hub id or local folder)")
+        try:
+            args = LLMArguments(**self.llm)
+        except ConfigError as err:
+            raise ConfigError(f"--llm: {err}") from None
+        return dataclasses.replace(args, split=getattr(self, "eval_split", args.split))
+
+
 # ------------------------------------------------------------------------------------------ composed configs
 class _SettingsMixin:
     """``TrainSettings`` derived from the spine (the one place that maps config fields to training settings)."""
@@ -541,7 +634,7 @@ class _SettingsMixin:
 
 
 @dataclass
-class PipelineConfig(PublishArguments, HubArguments, RunArguments, GroupingArguments, GroupingOptions,
+class PipelineConfig(LLMRunArguments, ExecutorArguments, PublishArguments, HubArguments, RunArguments, GroupingArguments, GroupingOptions,
                      PVIGroupingArguments, PVIArguments, GroupTrainingArguments, ModelArguments, SuiteArguments,
                      _SettingsMixin):
     """Settings of one pipeline run (``hf-taskgroup run``; all JSON-able; written resolved to ``config.json``).
@@ -732,6 +825,17 @@ class GroupCommandConfig(GroupJobArguments, SeedArguments, GroupingOptions, PVIG
 
     def check_tasks(self, tasks: Sequence[str]) -> None:
         GroupingOptions.check_tasks(self, tasks)
+
+
+@dataclass
+class LLMCommandConfig(LLMArguments, SuiteArguments):
+    """``hf-taskgroup llm``: a prompted causal LM on every task of a suite."""
+
+    output_dir: str = knob("outputs/llm", help="per-task predictions and summaries (a re-run reuses finished tasks)")
+
+    def _check(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required: a causal LM's Hub id or local folder")
 
 
 # ------------------------------------------------------------------------------------------ parsing

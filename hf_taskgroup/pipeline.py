@@ -9,6 +9,7 @@ artifacts exist with the same settings, so a killed run resumes where it stopped
       pvi/<task>/dataset, summary.json   PVI-annotated data per task (stage "pvi")
       affinity/<kind>.json             collected affinity matrices (transfer_gain, tag)
       cache/evaluator/                 trainings of search methods (exhaustive, affinity_search, surrogate)
+      cache/<method>/                  models trained by task_embedding / grad_estimate themselves
       groupings/<method>.json          one Grouping per method (stage "group")
       runs/<group>/seed<k>.json        per-task scores of every trained group (stage "train")
       models/<method>/<group>/         the published method's group models with README.md cards
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.model_factory = model_factory
         self.progress = progress
+        self.executor = config.make_executor()  # Ray (if chosen) starts at the first dispatched training
         self.timings: dict[str, float] = {}
         self._input_costs: dict[str, tuple[int, float]] = {}  # cost of building a method's inputs
         # checks that need the tasks and the model, before any work (the config checked the rest)
@@ -116,6 +119,7 @@ class Pipeline:
         finally:
             if borrowed:
                 cache.cache_dir = None
+            self.executor.close()
 
     def _run(self, stop_after: str | None) -> PipelineResult | None:
         self.suite.validate()  # one clear error before any expensive work
@@ -161,12 +165,11 @@ class Pipeline:
         cfg = self.config
         factory = None
         if self.model_factory is not None:
-            def factory(infos: Mapping[str, Any], role: str) -> Any:
-                return self.model_factory(infos, cfg.seeds[0])
+            factory = _SeededFactory(self.model_factory, cfg.seeds[0])
         return compute_pvi(
             self.suite, settings=cfg.pvi_settings(), tokenizer=self._tok(), null=cfg.pvi_null,
             heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, splits=list(cfg.pvi_splits), smoothing=cfg.pvi_smoothing,
-            output_dir=self.out / "pvi", model_factory=factory, progress=self.progress,
+            output_dir=self.out / "pvi", model_factory=factory, progress=self.progress, executor=self.executor,
         )
 
     def _pvi_values(self, pvi: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -277,14 +280,18 @@ class Pipeline:
 
             factory = None
             if self.model_factory is not None:
-                def factory(infos: Mapping[str, Any], *args: Any) -> Any:
-                    return self.model_factory(infos, cfg.seeds[0])
+                factory = _SeededFactory(self.model_factory, cfg.seeds[0])
             return ColdCostEvaluator(make_suite_evaluator(self.suite, settings, self.out / "cache" / "evaluator",
                                                           tokenizer=self._tok(), model_factory=factory,
-                                                          objective=cfg.evaluator_objective))
+                                                          objective=cfg.evaluator_objective, executor=self.executor))
+
+        def probe_factory(infos: Mapping[str, Any], *args: Any) -> Any:  # methods training their own models
+            return self.model_factory(infos, cfg.seeds[0])
 
         sources = InputSources(tasks=list(self.tasks), pvi=pvi_values, affinity=affinity, evaluator=evaluator,
-                               suite=self.suite, settings=settings, tokenizer=self._tok())
+                               suite=self.suite, settings=settings, tokenizer=self._tok(),
+                               model_factory=probe_factory if self.model_factory is not None else None,
+                               cache_dir=self.out / "cache" / method)
         return resolve_inputs(method, sources, options)
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -295,40 +302,39 @@ class Pipeline:
                 groups.setdefault(group_key(g), sorted(g))
         publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
         results: dict[str, dict[int, dict[str, Any]]] = {}
-        jobs = [(key, tasks, seed) for key, tasks in groups.items() for seed in self.config.seeds]
-        for key, tasks, seed in tqdm(jobs, desc="Training groups", unit="model", disable=not self.progress):
-            path = self.out / "runs" / key / f"seed{seed}.json"
-            stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
-            keep = key in publish and seed == self.config.seeds[0]
-            # a group published now (e.g. after --publish_method changed) needs its weights: retrain if absent
-            weights_missing = keep and not (self.out / "runs" / key / "model" / "config.json").is_file()
-            if path.exists() and not weights_missing:
-                data = json.loads(path.read_text())
-                if data.get("stamp") == stamp:
-                    results.setdefault(key, {})[seed] = data
-                    continue
-            res = self._train(tasks, seed, save_dir=self.out / "runs" / key / "model" if keep else None)
+        todo = []
+        for key, tasks in groups.items():
+            for seed in self.config.seeds:
+                path = self.out / "runs" / key / f"seed{seed}.json"
+                stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
+                keep = key in publish and seed == self.config.seeds[0]
+                # a group published now (e.g. after --publish_method changed) needs its weights: retrain if absent
+                weights_missing = keep and not (self.out / "runs" / key / "model" / "config.json").is_file()
+                if path.exists() and not weights_missing:
+                    data = json.loads(path.read_text())
+                    if data.get("stamp") == stamp:
+                        results.setdefault(key, {})[seed] = data
+                        continue
+                todo.append((key, tasks, seed, stamp, keep))
+
+        from hf_taskgroup.publishing.models import share_encoder_weights
+
+        def store(index: int, outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> None:
+            key, tasks, seed, stamp, _ = todo[index]
+            res, model_files = outcome
+            if model_files is not None:  # the model first: a seed file on disk means its model is complete
+                _write_folder(self.out / "runs" / key / "model", model_files)
+                # frozen runs: the unchanged encoder is stored once per run (runs/_shared), linked from every folder
+                share_encoder_weights(self.out / "runs" / key / "model", self.out / "runs" / "_shared")
             res["stamp"] = stamp
             res["group"] = tasks
-            atomic_write_json(path, res)
+            atomic_write_json(self.out / "runs" / key / f"seed{seed}.json", res)
             results.setdefault(key, {})[seed] = res
+
+        train = _TrainJob(self.suite, self.config, self._tok(), self.model_factory)
+        self.executor.map(train, [(tasks, seed, keep) for _, tasks, seed, _, keep in todo], on_result=store,
+                          desc="Training groups", progress=self.progress)
         return results
-
-    def _train(self, tasks: list[str], seed: int, save_dir: Path | None) -> dict[str, Any]:
-        settings = self.config.train_settings(seed)
-        model = None
-        if self.model_factory is not None:
-            model = self.model_factory(self.suite.subset(tasks).task_infos(), seed)
-        res = train_group(self.suite, tasks, settings, tokenizer=self._tok(), model=model,
-                          eval_splits=(self.config.pvi_split, self.config.eval_split),
-                          output_dir=save_dir or self.out / "runs" / "_scratch")
-        trainer = res.pop("trainer")
-        if save_dir is not None:  # merges LoRA adapters so the folder reloads with AutoModel
-            from hf_taskgroup.publishing.models import save_group_model
-
-            # frozen runs: the unchanged encoder is stored once per run (runs/_shared), linked from every model folder
-            save_group_model(trainer.model, self._tok(), save_dir, shared_encoder_dir=self.out / "runs" / "_shared")
-        return res
 
     def stage_cards(self, groupings: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation]) -> dict[str, Path]:
         """Model folders with cards for the published method's groups: ``models/<method>/<group>/``."""
@@ -382,6 +388,67 @@ class Pipeline:
             timings=self.timings, split=self.config.eval_split,
         )
         return paths["report.md"]
+
+
+class _SeededFactory:
+    """``model_factory(infos, seed)`` with the seed fixed, as the PVI / evaluator factories want (picklable)."""
+
+    def __init__(self, factory: Callable[..., Any], seed: int) -> None:
+        self.factory, self.seed = factory, seed
+
+    def __call__(self, infos: Mapping[str, Any], *args: Any) -> Any:
+        return self.factory(infos, self.seed)
+
+
+class _TrainJob:
+    """One training of ``stage_train``: ``(tasks, seed, keep) -> (result, model files or None)``.
+
+    Runs on any executor and writes nothing shared: the model of a published group is saved to a
+    temporary folder and returned as ``{relative path: bytes}``, which the driver writes.
+    """
+
+    def __init__(self, suite: TaskSuite, config: PipelineConfig, tokenizer: Any,
+                 model_factory: Callable[..., Any] | None) -> None:
+        self.suite, self.config, self.tokenizer, self.model_factory = suite, config, tokenizer, model_factory
+
+    def __call__(self, job: tuple[list[str], int, bool]) -> tuple[dict[str, Any], dict[str, bytes] | None]:
+        import tempfile
+
+        tasks, seed, keep = job
+        model = None
+        if self.model_factory is not None:
+            model = self.model_factory(self.suite.subset(tasks).task_infos(), seed)
+        with tempfile.TemporaryDirectory(prefix="hf_taskgroup_train_") as tmp:
+            res = train_group(self.suite, tasks, self.config.train_settings(seed), tokenizer=self.tokenizer,
+                              model=model, eval_splits=(self.config.pvi_split, self.config.eval_split),
+                              output_dir=Path(tmp) / "run")
+            trainer = res.pop("trainer")
+            if not keep:
+                return res, None
+            from hf_taskgroup.publishing.models import save_group_model
+
+            folder = Path(tmp) / "model"
+            save_group_model(trainer.model, self.tokenizer, folder)  # merges LoRA: the folder reloads with AutoModel
+            files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        return res, files
+
+
+def _write_folder(target: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``{relative path: bytes}`` as the folder ``target``, replacing it whole (no half-written model)."""
+    import shutil
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the model folder is an ordinary folder
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)
 
 
 def _load_suite(config: PipelineConfig) -> TaskSuite:

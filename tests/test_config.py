@@ -18,6 +18,7 @@ from hf_taskgroup.config import (
     MODE_DEFAULTS,
     ConfigError,
     GroupCommandConfig,
+    LLMCommandConfig,
     PipelineConfig,
     PVICommandConfig,
     TrainCommandConfig,
@@ -26,9 +27,11 @@ from hf_taskgroup.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"run": PipelineConfig, "train": TrainCommandConfig, "pvi": PVICommandConfig, "group": GroupCommandConfig}
+CONFIGS = {"run": PipelineConfig, "train": TrainCommandConfig, "pvi": PVICommandConfig, "group": GroupCommandConfig,
+           "llm": LLMCommandConfig}
 #: the smallest valid command line of each subcommand (group needs a method and an output)
-MINIMAL = {"run": [], "train": [], "pvi": [], "group": ["--method", "all_in_one", "--output", "g.json"]}
+MINIMAL = {"run": [], "train": [], "pvi": [], "group": ["--method", "all_in_one", "--output", "g.json"],
+           "llm": ["--model", "my-org/my-llm"]}
 
 
 def _default(f: dataclasses.Field):

@@ -182,3 +182,14 @@ def test_metric_objective_reaches_evaluator_methods_and_is_checked(tmp_path):
     assert isinstance(evaluator.evaluator, MetricObjective)
     result = evaluator(["sent"])["sent"]
     assert result["loss"] == pytest.approx(1.0 - result["accuracy"])
+
+
+def test_grad_estimate_runs_in_the_pipeline_and_is_charged_its_cold_cost(tmp_path):
+    kw = dict(methods=["grad_estimate"], method_options={"grad_estimate": {"projection_dim": 8, "search": "exhaustive"}})
+    cold = _pipeline(tmp_path, **kw).stage_group({})["grad_estimate"]
+    assert cold.cost.trainings == 1 and cold.scores["subsets_estimated"] == 7
+    assert list((tmp_path / "run" / "cache" / "grad_estimate").glob("*/meta.json"))
+    (tmp_path / "run" / "groupings" / "grad_estimate.json").unlink()
+    warm = _pipeline(tmp_path, **kw).stage_group({})["grad_estimate"]  # gradients from the cache
+    assert warm.groups == cold.groups
+    assert warm.cost.trainings == 1 and warm.cost.seconds >= cold.scores["gradient_info"]["cold_seconds"]

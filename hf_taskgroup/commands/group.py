@@ -12,6 +12,8 @@ Inputs are built from what the method needs (see ``--list_methods``):
 - ``exhaustive`` / ``affinity_search`` / ``surrogate``: a cached evaluator training groups of ``--suite``
   (results cached in ``--cache_dir``).
 - ``task_embedding``: fine-tunes each task of ``--suite`` (embeddings cached in ``--cache_dir``).
+- ``grad_estimate``: trains one base model on ``--suite`` and estimates every subset from its gradients
+  (cached in ``--cache_dir``).
 
 Method options: ``--num_groups``, ``--max_group_size``, ``--test``, ``--margin``, ``--correction``,
 ``--alpha``, ``--budget`` and any other keyword with ``--option KEY=VALUE`` (JSON values); an option the
@@ -196,7 +198,7 @@ def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
         tasks=list(tasks), affinity=affinity, evaluator=evaluator if suite is not None else None, suite=suite,
         pvi=(lambda: (loaded["pvi"], load_collapsed(config.pvi_dir, tasks, config.pvi_split))) if "pvi" in loaded else None,
         settings=config.train_settings(config.seed) if suite is not None else None,
-        cache_dir=_cache(config, "task_embedding"),
+        cache_dir=_cache(config, method),
     )
     grouping = group_tasks(method, tasks, sources=sources, **options)
     for collection in collections:

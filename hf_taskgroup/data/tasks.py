@@ -60,6 +60,9 @@ class TaskSpec:
             to the dataset's split names).
         data: an in-memory ``DatasetDict`` or ``{split: Dataset}``.
         label_names: fixes the label vocabulary and its order (otherwise taken from train, sorted).
+        description: what the task is (shown in cards and in prompts to causal LMs).
+        prompt: the instruction given to a prompted causal LM (``hf-taskgroup llm``) instead of the default.
+        label_words: how a prompted causal LM says each label (a list in label order, or ``{label: words}``).
         license: the data's licence (a Hub licence id such as ``mit``; ``other`` when none fits), for model cards.
 
     Example::
@@ -82,6 +85,8 @@ class TaskSpec:
     label_names: list[Any] | None = None
     description: str | None = None
     license: str | None = None  # the data's licence as a Hub licence id (e.g. "mit", "cc-by-4.0"); goes into model cards
+    prompt: str | None = None
+    label_words: list[str] | dict[str, str] | None = None
     _loaded: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -184,7 +189,8 @@ class TaskSpec:
         else:
             out["text_columns"] = list(self.text_columns)
         out["label_column"] = self.label_column
-        for key in ("data_files", "dataset", "config", "revision", "splits", "label_names", "description", "license"):
+        for key in ("data_files", "dataset", "config", "revision", "splits", "label_names", "description", "prompt",
+                    "label_words", "license"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

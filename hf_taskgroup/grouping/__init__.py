@@ -6,6 +6,7 @@ Importing this package registers the methods:
 - ``transfer_gain``, ``tag``: grouping steps over a collected affinity matrix, ``needs=("affinity",)``.
 - ``single_task``, ``all_in_one``, ``random``, ``exhaustive``, ``clustering``: baselines.
 - ``affinity_search``, ``surrogate``, ``task_embedding``: methods that train candidate groups or probes.
+- ``grad_estimate``: subset losses estimated from one training's projected gradients (Grad-TAG).
 
 Example:
     >>> import numpy as np
@@ -22,6 +23,7 @@ from hf_taskgroup.grouping.methods import (  # noqa: F401
     affinity,
     affinity_search,
     baselines,
+    grad_estimate,
     pvi,
     surrogate,
     task_embedding,

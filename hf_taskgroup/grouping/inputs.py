@@ -36,7 +36,7 @@ class InputSources:
     - ``affinity(kind) -> square matrix over tasks`` (kind ``transfer_gain`` or ``tag``; a file or a collection)
     - ``evaluator() -> GroupEvaluator`` (trains and caches groups)
     - ``suite``, ``settings``, ``tokenizer``, ``model_factory``, ``cache_dir``: for methods that train probes
-      themselves (task_embedding)
+      themselves (task_embedding, grad_estimate)
     """
 
     tasks: list[str]
@@ -87,9 +87,9 @@ def resolve_inputs(method: str, sources: InputSources, options: Mapping[str, Any
         if sources.evaluator is None:
             raise _missing(method, "an evaluator that trains groups (a suite)")
         out["evaluator"] = sources.evaluator()
-    if "suite" in declared and "embeddings" in declared:  # trains its own probes from the suite
+    if "suite" in declared:  # trains its own models from the suite (task_embedding, grad_estimate)
         if sources.suite is None:
-            raise _missing(method, "a suite (it fine-tunes each task)")
+            raise _missing(method, "a suite (it trains its own models from it)")
         for name in ("suite", "settings", "tokenizer", "model_factory", "cache_dir"):
             value = getattr(sources, name)
             if value is not None and name in params:

@@ -47,6 +47,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
+from hf_taskgroup.executor import make_executor
 from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
     annotate_dataset,
@@ -202,6 +203,7 @@ def compute_pvi(
     batch_size: int = 64,
     training_args: Mapping[str, Any] | None = None,
     progress: bool = True,
+    executor: Any = None,
 ) -> dict[str, PVIResult]:
     """Estimate PVI for every task (or ``tasks``) and write ``output_dir/<task>/{dataset,summary.json}``.
 
@@ -222,6 +224,9 @@ def compute_pvi(
         max_train_examples: train on a seeded subsample of at most this many rows (``dev_test`` only).
         batch_size: scoring batch size (batches sorted by length, no grad, eval mode).
         training_args: extra ``MultiTaskTrainingArguments`` fields (e.g. ``{"bf16": True}``).
+        executor: where the models of each task are trained and scored (``"serial"``, ``"ray"`` or an
+            :class:`~hf_taskgroup.executor.Executor`; one dispatched call per task). The artifacts are always
+            written here, as each task finishes.
 
     Returns:
         ``{task: PVIResult}``. Raises :class:`PVIColumnExistsError` before any training when a split to
@@ -272,9 +277,23 @@ def compute_pvi(
             tokenizer = load_tokenizer(settings.model_name_or_path or default_model_path())
         opts = _Options(null, heldout, folds, tokenizer, model_factory, smoothing, max_train_examples, batch_size,
                         training_args, progress)
-        for job in tqdm(jobs, desc="PVI", unit="task", disable=not progress):
-            results[job.spec.name] = _result(job, settings, opts)
-    return results
+        todo = [j for j in jobs if j.finished is None]
+        for job in jobs:
+            if job.finished is not None:
+                results[job.spec.name] = _result(job, settings, opts)
+        runner = make_executor(executor)
+        if runner.parallel:  # workers show no per-task bars; the executor's bar counts the tasks
+            opts = dataclasses.replace(opts, progress=False)
+
+        def finish(index: int, fitted: _Fitted) -> None:
+            results[todo[index].spec.name] = _finish_task(todo[index], fitted)
+
+        try:
+            runner.map(_FitTask(settings, opts), todo, on_result=finish, desc="PVI", progress=progress)
+        finally:
+            if runner is not executor:  # made here from a name: a local Ray it started is shut down
+                runner.close()
+    return {job.spec.name: results[job.spec.name] for job in jobs}
 
 
 @contextlib.contextmanager
@@ -332,7 +351,34 @@ def _plan(spec: TaskSpec, splits: Sequence[str], heldout: str, base: Mapping[str
     return _Job(spec, raw, scored, settings, h, task_dir, finished)
 
 
+@dataclass
+class _Fitted:
+    """What the PVI models of one task produced (returned by a worker; the driver writes the artifacts)."""
+
+    scores: dict[str, PVIScores]
+    fold_of: np.ndarray | None
+    fits: list[dict[str, Any]]
+    trainings: int
+    seconds: float
+
+
+class _FitTask:
+    """``_fit_task(job, settings, opts)`` as a picklable callable of one job (what an executor dispatches)."""
+
+    def __init__(self, settings: TrainSettings, opts: _Options) -> None:
+        self.settings, self.opts = settings, opts
+
+    def __call__(self, job: _Job) -> _Fitted:
+        with _quiet_datasets():
+            return _fit_task(job, self.settings, self.opts)
+
+
 def _run_task(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
+    return _finish_task(job, _fit_task(job, settings, opts))
+
+
+def _fit_task(job: _Job, settings: TrainSettings, opts: _Options) -> _Fitted:
+    """Train ``g_x`` and the null model of one task (all folds) and score its held-out rows; writes nothing."""
     start = time.perf_counter()
     null, heldout, folds, tokenizer, progress = opts.null, opts.heldout, opts.folds, opts.tokenizer, opts.progress
     spec, task = job.spec, job.spec.name
@@ -383,6 +429,12 @@ def _run_task(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
         fits.append(fit.record())
         del fit
     stages.close()
+    return _Fitted(scores, fold_of, fits, fitter.trainings, time.perf_counter() - start)
+
+
+def _finish_task(job: _Job, fitted: _Fitted) -> PVIResult:
+    """Warn about collapsed splits, annotate the data and write the task's artifacts (on the driver)."""
+    spec, task, scores = job.spec, job.spec.name, fitted.scores
     for split, s in scores.items():
         if s.collapsed:
             warnings.warn(f"task {task!r}, split {split!r}: g_x collapsed (the same prediction for every example "
@@ -390,14 +442,14 @@ def _run_task(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
                           "summary.json. Re-train with another learning rate or seed.", PVICollapseWarning,
                           stacklevel=4)
     dataset = annotate_dataset(job.raw, scores)
-    summary = _summary(job, scores, time.perf_counter() - start)
+    summary = _summary(job, scores, fitted.seconds)
     path = None
     if _is_main_process():
         save_task_artifacts(job.task_dir, dataset, summary)
         path = job.task_dir
     _barrier()
-    return PVIResult(task, spec.type, scores, summary, dataset, path, fold_of=fold_of, models=fits,
-                     trainings=fitter.trainings)
+    return PVIResult(task, spec.type, scores, summary, dataset, path, fold_of=fitted.fold_of, models=fitted.fits,
+                     trainings=fitted.trainings)
 
 
 def _merge_scores(parts: Sequence[tuple[np.ndarray, PVIScores]], n: int, task_type: str) -> PVIScores:

@@ -159,3 +159,16 @@ def test_task_embedding_and_exhaustive_train_from_a_suite(tiny_suite_yaml, tmp_p
     exhaustive = Grouping.from_json(tmp_path / "x.json")
     assert exhaustive.cost.trainings == 7  # every non-empty subset of 3 tasks, each trained once
     assert len(list((tmp_path / "cache" / "groups").glob("*.json"))) == 7
+
+
+@pytest.mark.slow
+def test_grad_estimate_trains_one_base_model_from_a_suite(tiny_suite_yaml, tmp_path):
+    suite, model = tiny_suite_yaml
+    argv = ["group", "--method", "grad_estimate", "--suite", str(suite), "--model", str(model), "--epochs", "1",
+            "--batch_size", "8", "--max_length", "32", "--trunk_hidden_sizes", "8", "--option", "projection_dim=8",
+            "--option", "search=\"exhaustive\"", "--cache_dir", str(tmp_path / "cache"), "--output", str(tmp_path / "g.json")]
+    assert main(argv) == 0
+    grouping = Grouping.from_json(tmp_path / "g.json")
+    assert grouping.method == "grad_estimate" and grouping.cost.trainings == 1
+    assert grouping.scores["subsets_estimated"] == 7
+    assert list((tmp_path / "cache" / "grad_estimate").glob("*/meta.json"))

@@ -43,6 +43,7 @@ __all__ = [
     "group_key",
     "group_loss",
     "pair_gains",
+    "prefetch",
     "stl_losses",
 ]
 
@@ -136,6 +137,9 @@ class CachedEvaluator:
 
     ``batch_train_fn(groups) -> [result of each group]``, when given, trains many groups in one go (e.g.
     :func:`~hf_taskgroup.grouping.evaluators.tabular.train_tabular_groups`); :meth:`evaluate_many` uses it.
+    Otherwise :meth:`evaluate_many` dispatches one ``train_fn`` call per group through ``executor``
+    (:mod:`hf_taskgroup.executor`: ``"serial"``, the default, or ``"ray"``); this instance stays the only
+    writer of the cache.
 
     Example:
         >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 0.5} for t in ts}, cache_dir=None, settings={"lr": 0.1})
@@ -150,13 +154,17 @@ class CachedEvaluator:
         settings: Mapping[str, Any],
         seed: int = 0,
         batch_train_fn: BatchTrainFn | None = None,
+        executor: Any = None,
     ) -> None:
+        from hf_taskgroup.executor import make_executor
+
         if not callable(train_fn):
             raise TypeError(f"train_fn must be callable, got {type(train_fn).__name__}")
         if batch_train_fn is not None and not callable(batch_train_fn):
             raise TypeError(f"batch_train_fn must be callable or None, got {type(batch_train_fn).__name__}")
         self.train_fn = train_fn
         self.batch_train_fn = batch_train_fn
+        self.executor = make_executor(executor)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.settings = dict(settings)
         _canonical_json(self.settings)  # fail early on settings that cannot be hashed
@@ -225,8 +233,9 @@ class CachedEvaluator:
         trained once. With ``batch_train_fn``, the uncached groups are trained ``chunk_size`` at a time in one
         call each; every group of a chunk is cached as soon as its chunk finishes, with ``seconds`` = the
         chunk's wall time / its size and ``"batched": <chunk size>`` in the cache entry, so an interrupted run
-        keeps every finished chunk and resumes from there. Without ``batch_train_fn`` the groups are trained one
-        at a time with ``train_fn``, exactly as ``evaluator(group)`` would. Counters as for calls:
+        keeps every finished chunk and resumes from there. Without ``batch_train_fn`` each group is one
+        ``train_fn`` call dispatched through the executor (one after another in this process by default, in
+        parallel on Ray), cached as soon as it returns, exactly as ``evaluator(group)`` would. Counters as for calls:
         ``trainings`` grows by the groups trained, ``cache_hits`` by the other requests. ``progress=True``
         shows a tqdm bar over the trainings.
 
@@ -244,13 +253,11 @@ class CachedEvaluator:
         todo = [g for g in dict.fromkeys(wanted) if not self.is_cached(g)]
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(todo), desc=f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)",
-                  unit="group", disable=not progress) as bar:
-            if self.batch_train_fn is None:
-                for group in todo:
-                    self._train_one(group)
-                    bar.update(1)
-            else:
+        desc = f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)"
+        if self.batch_train_fn is None:
+            self._train_dispatched(todo, desc=desc, progress=progress)
+        else:
+            with tqdm(total=len(todo), desc=desc, unit="group", disable=not progress) as bar:
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start:start + chunk_size]
                     self._train_chunk(chunk)
@@ -266,6 +273,19 @@ class CachedEvaluator:
         self.trainings += 1
         self.seconds += elapsed
         logger.debug("trained group %s in %.2fs", list(group), elapsed)
+
+    def _train_dispatched(self, todo: list[tuple[str, ...]], *, desc: str, progress: bool) -> None:
+        """One ``train_fn`` call per group through the executor; each result is cached here as it arrives."""
+
+        def store(index: int, outcome: tuple[Any, float]) -> None:
+            group, (raw, elapsed) = todo[index], outcome
+            self._store(group, _clean_result(group, raw, origin="train_fn"), elapsed)
+            self.trainings += 1
+            self.seconds += elapsed
+            logger.debug("trained group %s in %.2fs", list(group), elapsed)
+
+        self.executor.map(_TimedCall(self.train_fn), [list(g) for g in todo], on_result=store, desc=desc,
+                          progress=progress)
 
     def _train_chunk(self, chunk: list[tuple[str, ...]]) -> None:
         assert self.batch_train_fn is not None
@@ -377,7 +397,13 @@ class MetricObjective:
         return getattr(self.evaluator, name)
 
     def __call__(self, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
-        result = self.evaluator(tasks)
+        return self._objective(self.evaluator(tasks))
+
+    def evaluate_many(self, groups: Iterable[Sequence[str]], **kwargs: Any) -> list[GroupResult]:
+        """The wrapped evaluator's ``evaluate_many`` (dispatched through its executor), under this objective."""
+        return [self._objective(r) for r in self.evaluator.evaluate_many(groups, **kwargs)]
+
+    def _objective(self, result: Mapping[str, Mapping[str, float]]) -> GroupResult:
         out: GroupResult = {}
         for task, values in result.items():
             metric = self.metrics.get(task)
@@ -390,6 +416,38 @@ class MetricObjective:
 
     def __repr__(self) -> str:
         return f"MetricObjective({self.evaluator!r}, metrics={self.metrics})"
+
+
+class _TimedCall:
+    """``fn(arg)`` with its wall time: ``(result, seconds)`` (picklable, so it runs on any executor)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, arg: Any) -> tuple[Any, float]:
+        start = time.perf_counter()
+        result = self.fn(arg)
+        return result, time.perf_counter() - start
+
+
+def prefetch(evaluator: Any, groups: Iterable[Sequence[str]]) -> None:
+    """Train the uncached ``groups`` in one :meth:`CachedEvaluator.evaluate_many` call when the evaluator's
+    executor runs trainings in parallel (e.g. Ray); a no-op otherwise, so serial searches are unchanged.
+
+    Search methods call it with the groups they are about to ask for one by one.
+
+    Example:
+        >>> ev = CachedEvaluator(lambda ts: {t: {"loss": 1.0} for t in ts}, None, {})
+        >>> prefetch(ev, [["a"], ["b"]]); ev.trainings
+        0
+    """
+    executor = getattr(evaluator, "executor", None)
+    if not getattr(executor, "parallel", False) or not callable(getattr(evaluator, "evaluate_many", None)):
+        return
+    is_cached = getattr(evaluator, "is_cached", lambda g: False)
+    groups = [list(g) for g in groups if not is_cached(g)]
+    if groups:
+        evaluator.evaluate_many(groups, progress=True)
 
 
 def _copy(result: GroupResult) -> GroupResult:

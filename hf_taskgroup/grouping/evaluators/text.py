@@ -68,6 +68,7 @@ def make_suite_evaluator(
     tokenizer: Any = None,
     model_factory: ModelFactory | None = None,
     objective: str = "loss",
+    executor: Any = None,
 ) -> CachedEvaluator | MetricObjective:
     """A cached evaluator that trains groups of ``suite``'s tasks with ``train_group(suite, tasks, settings)``.
 
@@ -81,6 +82,10 @@ def make_suite_evaluator(
     same cache: each task's ``loss`` becomes ``1 - <its primary validation metric>`` (accuracy, micro-F1,
     Pearson r, entity F1), so methods minimise what the tasks are scored by rather than a sum of
     incomparable losses (recommended for suites that mix task types; see docs/benchmarks.md).
+
+    ``executor`` (``"serial"``, ``"ray"`` or an :class:`~hf_taskgroup.executor.Executor`) runs the trainings of
+    ``evaluate_many``; ``train_fn`` (with the suite, tokenizer and factory it captures) travels to Ray workers
+    through the object store (see docs/ray.md).
 
     Example::
 
@@ -112,7 +117,7 @@ def make_suite_evaluator(
     if objective not in ("loss", "metric"):
         raise ValueError(f"objective must be 'loss' or 'metric', got {objective!r}")
     key_settings = {"train": settings.to_dict(), "suite": suite_fingerprint(suite), "eval_split": eval_split}
-    evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed)
+    evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed, executor=executor)
     if objective == "loss":
         return evaluator
     from hf_taskgroup.training.metrics import primary_metric

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_taskgroup.grouping.evaluators.base import GroupEvaluator, group_gain
+from hf_taskgroup.grouping.evaluators.base import GroupEvaluator, group_gain, prefetch
 from hf_taskgroup.grouping.methods.baselines import sample_partition
 from hf_taskgroup.grouping.methods.search_predictor import (
     DEFAULT_FEATURES,
@@ -200,6 +200,7 @@ class _Search:
         return len(self.evaluated) + len(self.unknown(groups)) <= self.budget
 
     def evaluate(self, groups: Sequence[Sequence[str]]) -> None:
+        prefetch(self.evaluator, self.unknown(groups))  # in parallel when the evaluator's executor can
         for g in self.unknown(groups):
             result = self.evaluator(list(g))
             losses = {}

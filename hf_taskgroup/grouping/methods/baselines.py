@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from hf_taskgroup.grouping.evaluators.base import prefetch
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
 
@@ -219,6 +221,9 @@ def exhaustive(
                 per_group[mask] = value
         return per_group[mask]
 
+    if evaluator is not None:  # every subset is a block of some partition: train them all at once if parallel
+        prefetch(evaluator, [[tasks[i] for i in block] for r in range(1, n + 1)
+                             for block in itertools.combinations(range(n), r)])
     sign = 1.0 if evaluator is not None else -1.0  # minimise sign * score
     ranked: list[tuple[float, int, list[list[int]]]] = []
     best: tuple[float, list[list[int]]] | None = None

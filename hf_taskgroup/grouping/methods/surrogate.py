@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_taskgroup.grouping.evaluators.base import GroupEvaluator, canonical_group
+from hf_taskgroup.grouping.evaluators.base import GroupEvaluator, canonical_group, prefetch
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
 
@@ -156,6 +156,7 @@ def surrogate(
     if include_single_task:
         subsets = [(t,) for t in names] + [s for s in subsets if len(s) > 1]
     results: dict[tuple[str, ...], dict[str, float]] = {}
+    prefetch(evaluator, subsets)  # all at once when the evaluator's executor runs trainings in parallel
     for subset in subsets:
         out = evaluator(list(subset))
         results[subset] = {t: float(out[t]["loss"]) for t in subset}
