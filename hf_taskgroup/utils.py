@@ -1,4 +1,7 @@
-"""Small shared helpers: atomic writes, JSON with numpy values."""
+"""Small shared helpers: atomic writes (respecting the umask), JSON with numpy values.
+
+Hashing and artifact checksums live in :mod:`hf_taskgroup.artifacts`.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,35 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status`` on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but only where /proc is absent)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
+
+    The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` minus the umask), not the
+    ``0o600`` of the temporary file.
+
+    Example::
+
+        >>> atomic_write_text("outputs/run/report.md", "# report")  # doctest: +SKIP
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

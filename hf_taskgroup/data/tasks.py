@@ -27,7 +27,12 @@ import yaml
 TASK_TYPES = ("classification", "multilabel", "regression", "token_classification")
 CANONICAL_SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation", "eval": "validation"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Task names become folder names, Hub config names and ``nn.ModuleDict`` keys (which cannot hold "."): checked with
+# fullmatch, so a trailing newline is refused too.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+#: Regression targets must be finite and at most this large: training computes in float32, where squared
+#: errors of larger targets overflow.
+MAX_REGRESSION_TARGET = 1e15
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 
@@ -50,7 +55,8 @@ class TaskSpec:
     """One labelled task.
 
     Args:
-        name: unique task name (letters, digits, ``_``, ``-``, ``.``); also the head's name in the model.
+        name: unique task name: a letter or digit, then letters, digits, ``_`` or ``-`` (no ``.``: the name is
+            the head's key in the model, a folder name and a Hub config name).
         type: ``classification``, ``multilabel``, ``regression`` or ``token_classification``.
         text_columns: one column (single text) or two columns (text pair).
         label_column: the label column (for token classification: the list of tags per example).
@@ -103,8 +109,9 @@ class TaskSpec:
     def _static_problems(self) -> list[str]:
         where = f"task {self.name!r}"
         problems = []
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            problems.append(f"{where}: name must use letters, digits, '_', '-' or '.' (got {self.name!r})")
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
+            problems.append(f"{where}: name must start with a letter or digit and use only letters, digits, '_' "
+                            f"or '-' (got {self.name!r})")
         if self.type not in TASK_TYPES:
             problems.append(f"{where}: unknown type {self.type!r}; expected one of {', '.join(TASK_TYPES)}")
         sources = [s for s in (self.data_files, self.dataset, self.data) if s is not None]
@@ -137,21 +144,15 @@ class TaskSpec:
             dd = datasets.DatasetDict({canonical_split(k): v for k, v in raw.items()})
         elif self.data_files is not None:
             dd = datasets.DatasetDict()
+            problems: list[str] = []
             for split, files in self.data_files.items():
                 paths = [files] if isinstance(files, (str, Path)) else list(files)
-                for p in paths:
-                    if not Path(p).is_file():
-                        raise TaskValidationError([f"task {self.name!r}, split {split!r}: file not found: {p}"])
-                suffix = Path(paths[0]).suffix.lower()
-                builder = _FILE_BUILDERS.get(suffix)
-                if builder is None:
-                    raise TaskValidationError(
-                        [f"task {self.name!r}, split {split!r}: unsupported file type {suffix!r} ({paths[0]}); "
-                         f"use one of {', '.join(_FILE_BUILDERS)}"]
-                    )
-                kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-                loaded = datasets.load_dataset(builder, data_files={"data": [str(p) for p in paths]}, split="data", **kwargs)
-                dd[canonical_split(split)] = loaded
+                loaded, split_problems = _load_split_files(self.name, split, paths)
+                problems += split_problems
+                if loaded is not None:
+                    dd[canonical_split(split)] = loaded
+            if problems:
+                raise TaskValidationError(problems)
         else:
             mapping = self.splits or {s: s for s in CANONICAL_SPLITS}
             dd = datasets.DatasetDict()
@@ -348,6 +349,92 @@ def _resolve(files: str | list[str], base: Path) -> str | list[str]:
     return str(base / files)
 
 
+_TEXT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+
+
+def _load_split_files(task: str, split: str, paths: Sequence[str | Path]) -> tuple[Any, list[str]]:
+    """Load one split's local files; ``(dataset or None, problems)``. Every problem names the task, split and
+    file (and the line, for text that is not UTF-8 or JSON lines that do not parse)."""
+    import datasets
+
+    where = f"task {task!r}, split {split!r}"
+    problems = []
+    for p in paths:
+        if not Path(p).is_file():
+            problems.append(f"{where}: file not found: {p}")
+    if problems:
+        return None, problems
+    suffix = Path(paths[0]).suffix.lower()
+    builder = _FILE_BUILDERS.get(suffix)
+    if builder is None:
+        return None, [f"{where}: unsupported file type {suffix!r} ({paths[0]}); use one of {', '.join(_FILE_BUILDERS)}"]
+    if all(Path(p).stat().st_size == 0 for p in paths):
+        return None, [f"{where}: split is empty (file {paths[0]} has 0 bytes)"]
+    if suffix in _TEXT_SUFFIXES:
+        for p in paths:
+            bad = _first_non_utf8_line(Path(p))
+            if bad is not None:
+                return None, [f"{where}: file {p}, line {bad[0]}: not UTF-8 text ({bad[1]}); re-save the file as UTF-8"]
+    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    try:
+        return datasets.load_dataset(builder, data_files={"data": [str(p) for p in paths]}, split="data", **kwargs), []
+    except Exception as err:  # noqa: BLE001 - turned into one problem naming the file (and line when found)
+        if "corresponds to no data" in str(err):
+            return None, [f"{where}: split is empty (file {paths[0]} has no rows)"]
+        if builder == "json":
+            for p in paths:
+                bad = _first_bad_json_line(Path(p))
+                if bad is not None:
+                    return None, [f"{where}: file {p}, line {bad[0]}: malformed JSON ({bad[1]})"]
+        cause = err.__cause__ or err
+        return None, [f"{where}: cannot read {', '.join(map(str, paths))} ({type(cause).__name__}: {cause})"]
+
+
+def _first_non_utf8_line(path: Path) -> tuple[int, str] | None:
+    """``(line number, reason)`` of the first line of ``path`` that is not UTF-8, or None."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return line, f"byte 0x{data[err.start]:02x} at byte offset {err.start}"
+
+
+def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
+    """``(line number, reason)`` of the first non-empty line that is not a JSON object (JSON-lines files; a
+    file holding one JSON document is fine), or None."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)
+        return None
+    except ValueError:
+        pass
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            return number, f"{err.msg} at column {err.colno}"
+        if not isinstance(row, dict):
+            return number, f"expected an object per line, got {type(row).__name__}"
+    return None
+
+
+def _file_of(t: TaskSpec, split: str) -> str:
+    """``" (file <path>)"`` for a split read from local files, else ``""``: appended to problem locations."""
+    if not t.data_files:
+        return ""
+    for name, files in t.data_files.items():
+        if canonical_split(name) == split:
+            paths = [files] if isinstance(files, (str, Path)) else list(files)
+            return f" (file {', '.join(map(str, paths))})"
+    return ""
+
+
 def _validate_task(t: TaskSpec, dd: Any) -> list[str]:
     problems = []
     where = f"task {t.name!r}"
@@ -355,18 +442,31 @@ def _validate_task(t: TaskSpec, dd: Any) -> list[str]:
     for split, ds in dd.items():
         missing = [c for c in needed if c not in ds.column_names]
         for c in missing:
-            problems.append(f"{where}, split {split!r}, column {c!r}: missing (columns: {ds.column_names})")
+            problems.append(f"{where}, split {split!r}{_file_of(t, split)}, column {c!r}: missing (columns: {ds.column_names})")
         if len(ds) == 0:
-            problems.append(f"{where}, split {split!r}: split is empty")
+            problems.append(f"{where}, split {split!r}{_file_of(t, split)}: split is empty")
     if problems:
         return problems
+
+    for split, ds in dd.items():  # null text is refused, not silently encoded as empty text
+        for col in t.input_columns:
+            for i, v in enumerate(ds[col]):
+                if v is None:
+                    problems.append(f"{where}, split {split!r}{_file_of(t, split)}, column {col!r}: "
+                                    f"null {'tokens' if col == t.tokens_column else 'text'} at row {i}")
+                    break
 
     if t.type == "regression":
         for split, ds in dd.items():
             for i, v in enumerate(ds[t.label_column]):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v is None or math.isnan(float(v)):
-                    problems.append(f"{where}, split {split!r}, column {t.label_column!r}: "
+                    problems.append(f"{where}, split {split!r}{_file_of(t, split)}, column {t.label_column!r}: "
                                     f"regression label is not a number at row {i}: {v!r}")
+                    break
+                if not math.isfinite(float(v)) or abs(float(v)) > MAX_REGRESSION_TARGET:
+                    problems.append(f"{where}, split {split!r}{_file_of(t, split)}, column {t.label_column!r}: "
+                                    f"regression label {v!r} at row {i} is not a finite number within "
+                                    f"+/-{MAX_REGRESSION_TARGET:g}")
                     break
         return problems
 
@@ -378,12 +478,12 @@ def _validate_task(t: TaskSpec, dd: Any) -> list[str]:
         for i, v in enumerate(labels):
             values = [v] if t.type == "classification" else (v if isinstance(v, list) else None)
             if values is None:
-                problems.append(f"{where}, split {split!r}, column {t.label_column!r}: expected a list at row {i}, got {v!r}")
+                problems.append(f"{where}, split {split!r}{_file_of(t, split)}, column {t.label_column!r}: expected a list at row {i}, got {v!r}")
                 break
             unknown = [x for x in values if x not in known]
             if unknown:
                 problems.append(
-                    f"{where}, split {split!r}, column {t.label_column!r}: unknown label {unknown[0]!r} at row {i}; "
+                    f"{where}, split {split!r}{_file_of(t, split)}, column {t.label_column!r}: unknown label {unknown[0]!r} at row {i}; "
                     f"labels known from train: {vocab}"
                 )
                 break
@@ -394,7 +494,7 @@ def _validate_task(t: TaskSpec, dd: Any) -> list[str]:
             for i, (tok, tags) in enumerate(zip(tokens, labels)):
                 if not isinstance(tok, list) or len(tok) != len(tags or []):
                     problems.append(
-                        f"{where}, split {split!r}, columns {t.tokens_column!r}/{t.label_column!r}: "
+                        f"{where}, split {split!r}{_file_of(t, split)}, columns {t.tokens_column!r}/{t.label_column!r}: "
                         f"{len(tok) if isinstance(tok, list) else tok!r} tokens but {len(tags or [])} labels at row {i}"
                     )
                     break
@@ -430,7 +530,8 @@ def tokenize_task(
             fn,
             batched=True,
             remove_columns=ds.column_names,
-            num_proc=num_proc,
+            # worker processes only when they help: datasets warns when num_proc exceeds the rows
+            num_proc=min(num_proc, len(ds)) if num_proc and num_proc > 1 and len(ds) > 1 else None,
             desc=f"Tokenizing {task.name}/{split}",
         )
     return out

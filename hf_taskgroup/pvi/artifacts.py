@@ -1,9 +1,11 @@
 """On-disk PVI artifacts: ``<output_dir>/<task>/dataset/`` and ``<output_dir>/<task>/summary.json``.
 
 A task is *finished* when its ``summary.json`` exists and records the settings hash of the current
-run; the dataset is saved to a temporary folder and renamed before the summary is written (also
-atomically), so a run killed at any point leaves every finished task intact and no half-written
-task that looks finished. :mod:`hf_taskgroup.publishing.pvi_dataset` reads these artifacts to publish them.
+run (settings, data content, model and tokenizer fingerprints) and its dataset folder verifies against
+``dataset.manifest`` (every file's size and sha256, see :mod:`hf_taskgroup.artifacts`); the dataset
+is saved to a temporary folder, renamed and sealed before the summary is written (also atomically), so a
+run killed at any point leaves every finished task intact and no half-written task that looks finished,
+and a truncated arrow file is named in a warning and the task recomputed. :mod:`hf_taskgroup.publishing.pvi_dataset` reads these artifacts to publish them.
 
 Example::
 
@@ -17,12 +19,14 @@ import json
 import math
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hf_taskgroup.artifacts import ArtifactStore, ArtifactWarning, stable_hash
 from hf_taskgroup.pvi.scores import PVIScores
 from hf_taskgroup.utils import atomic_write_json
 
@@ -79,9 +83,9 @@ def data_digest(dataset: Mapping[str, Any], columns: Sequence[str]) -> str:
 
 
 def settings_hash(settings: Mapping[str, Any], **extra: Any) -> str:
-    """Hash of the settings (plus e.g. the data digest): decides whether a finished task is reused."""
-    blob = json.dumps({"settings": settings, **extra}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Hash of the settings (plus e.g. the data digest and input fingerprints): decides whether a finished task
+    is reused (:func:`~hf_taskgroup.artifacts.stable_hash`)."""
+    return stable_hash({"settings": settings, **extra})
 
 
 def annotate_dataset(raw: Any, scores: Mapping[str, PVIScores]) -> Any:
@@ -132,11 +136,14 @@ def save_task_artifacts(task_dir: str | Path, dataset: Any, summary: Mapping[str
     dataset.save_to_disk(str(tmp))
     final = task_dir / DATASET_DIR
     old = task_dir / f".{DATASET_DIR}.old-{tag}"
+    store = ArtifactStore(task_dir)
+    store.unseal(DATASET_DIR)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     if old.exists():
         shutil.rmtree(old)
+    store.seal(DATASET_DIR, fingerprint=summary.get("settings_hash"))
     clean = json.loads(json.dumps(summary, default=_default))
     atomic_write_json(summary_path, clean)
 
@@ -163,11 +170,20 @@ def read_finished(task_dir: str | Path, expected_hash: str) -> tuple[Any, dict[s
         return None
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{summary_path}: unreadable ({err}); the task's PVI is computed again", ArtifactWarning,
+                      stacklevel=2)
         return None
-    if summary.get("settings_hash") != expected_hash:
+    if not isinstance(summary, dict) or summary.get("settings_hash") != expected_hash:
         return None
-    return datasets.DatasetDict.load_from_disk(str(dataset_path)), summary
+    if not ArtifactStore(task_dir).check(DATASET_DIR, fingerprint=expected_hash, record=False).ok:
+        return None  # truncated/edited arrow files are named in the check's warning
+    try:
+        return datasets.DatasetDict.load_from_disk(str(dataset_path)), summary
+    except Exception as err:  # noqa: BLE001 - an unloadable dataset is recomputed, whatever the error
+        warnings.warn(f"{dataset_path}: cannot be loaded ({type(err).__name__}: {err}); the task's PVI is computed "
+                      "again", ArtifactWarning, stacklevel=2)
+        return None
 
 
 def scores_from_dataset(ds: Any, task_type: str, collapsed: bool = False) -> PVIScores:

@@ -31,23 +31,23 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from hf_taskgroup.artifacts import check_model_path, model_fingerprint, tokenizer_fingerprint
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite, tokenize_task
 from hf_taskgroup.executor import make_executor
+from hf_taskgroup.log import progress_bar, quiet_hf_progress
 from hf_taskgroup.pvi.artifacts import (
     PVIColumnExistsError,
     annotate_dataset,
@@ -252,6 +252,8 @@ def compute_pvi(
     if reserved:
         raise ValueError(f"training_args may not set {reserved}: compute_pvi controls them (use settings=/seed=)")
     settings = _resolve_settings(settings, model_name_or_path, seed)
+    if model_factory is None or tokenizer is None:
+        check_model_path(settings.model_name_or_path)  # a missing model folder: one error naming it
     if settings.finetune not in ("full", "lora", "frozen"):
         raise ValueError(f"settings.finetune must be full, lora or frozen, got {settings.finetune!r}")
     output_dir = Path(output_dir)
@@ -268,8 +270,11 @@ def compute_pvi(
         "training_args": dict(training_args or {}),
     }
     results: dict[str, PVIResult] = {}
-    with _quiet_datasets():
-        jobs = [_plan(spec, splits, heldout, base, output_dir, overwrite) for spec in suite]  # preflight, no training
+    with quiet_hf_progress():  # our PVI bar says where we are
+        # model weights and tokenizer identity are part of every task's hash (the data content is, per task)
+        inputs = {"model": label if model_factory is not None else model_fingerprint(settings.model_name_or_path),
+                  "tokenizer": tokenizer_fingerprint(tokenizer)}
+        jobs = [_plan(spec, splits, heldout, base, output_dir, overwrite, inputs) for spec in suite]  # preflight
         if any(j.finished is None for j in jobs) and tokenizer is None:
             if model_factory is not None and settings.model_name_or_path is None:
                 raise ValueError("compute_pvi got a model_factory but no tokenizer: pass tokenizer= (or "
@@ -296,20 +301,6 @@ def compute_pvi(
     return {job.spec.name: results[job.spec.name] for job in jobs}
 
 
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No per-map/per-save progress bars from ``datasets`` inside compute_pvi (our own bars say where we are)."""
-    import datasets
-
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
-
-
 def _result(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
     if job.finished is not None:
         dataset, summary = job.finished
@@ -321,7 +312,7 @@ def _result(job: _Job, settings: TrainSettings, opts: _Options) -> PVIResult:
 
 
 def _plan(spec: TaskSpec, splits: Sequence[str], heldout: str, base: Mapping[str, Any], output_dir: Path,
-          overwrite: bool) -> _Job:
+          overwrite: bool, inputs: Mapping[str, Any] | None = None) -> _Job:
     raw = spec.load()
     if "train" not in raw:
         raise ValueError(f"task {spec.name!r}: no 'train' split to train the PVI models on (splits: {sorted(raw)})")
@@ -339,7 +330,8 @@ def _plan(spec: TaskSpec, splits: Sequence[str], heldout: str, base: Mapping[str
     digest = data_digest(raw, [*spec.input_columns, spec.label_column])
     label_names = spec.get_label_names()
     h = settings_hash(settings, data=digest, task_type=spec.type,
-                      label_names=[str(x) for x in label_names] if label_names is not None else None)
+                      label_names=[str(x) for x in label_names] if label_names is not None else None,
+                      inputs=dict(inputs or {}))
     task_dir = output_dir / spec.name
     finished = read_finished(task_dir, h)
     if finished is None:
@@ -369,7 +361,7 @@ class _FitTask:
         self.settings, self.opts = settings, opts
 
     def __call__(self, job: _Job) -> _Fitted:
-        with _quiet_datasets():
+        with quiet_hf_progress():
             return _fit_task(job, self.settings, self.opts)
 
 
@@ -400,7 +392,7 @@ def _fit_task(job: _Job, settings: TrainSettings, opts: _Options) -> _Fitted:
     fits = []
     scores: dict[str, PVIScores] = {}
     n_stages = (folds + (1 if eval_splits else 0)) if heldout == "kfold" else 1
-    stages = tqdm(total=n_stages + len(eval_splits), desc=task, unit="stage", leave=False, disable=not progress)
+    stages = progress_bar(total=n_stages + len(eval_splits), desc=task, unit="stage", nested=True, progress=progress)
     if heldout == "kfold":
         fold_of = np.empty(n_train, dtype=np.int64)
         fold_of[np.random.default_rng(settings.seed).permutation(n_train)] = np.arange(n_train) % folds
@@ -435,12 +427,12 @@ def _fit_task(job: _Job, settings: TrainSettings, opts: _Options) -> _Fitted:
 def _finish_task(job: _Job, fitted: _Fitted) -> PVIResult:
     """Warn about collapsed splits, annotate the data and write the task's artifacts (on the driver)."""
     spec, task, scores = job.spec, job.spec.name, fitted.scores
-    for split, s in scores.items():
-        if s.collapsed:
-            warnings.warn(f"task {task!r}, split {split!r}: g_x collapsed (the same prediction for every example "
-                          "while the labels vary), so its PVI is not meaningful; recorded as collapsed in "
-                          "summary.json. Re-train with another learning rate or seed.", PVICollapseWarning,
-                          stacklevel=4)
+    collapsed = [split for split, s in scores.items() if s.collapsed]
+    if collapsed:  # one warning per task, naming every split
+        warnings.warn(f"task {task!r}: g_x collapsed on {', '.join(collapsed)} (the same prediction for every "
+                      "example while the labels vary), so its PVI is not meaningful there; recorded as collapsed in "
+                      "summary.json. Re-train with another learning rate or seed.", PVICollapseWarning,
+                      stacklevel=4)
     dataset = annotate_dataset(job.raw, scores)
     summary = _summary(job, scores, fitted.seconds)
     path = None

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
-from tqdm.auto import tqdm
 
+from hf_taskgroup.log import progress_bar
 from hf_taskgroup.pvi.scores import IGNORE_INDEX, PVIScores, compute_pvi_scores
 
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
@@ -189,7 +189,7 @@ def predict_outputs(
     model.eval()
     try:
         batches = _batches(lengths, batch_size, sort_by_length)
-        for idx in tqdm(batches, desc=desc or f"Scoring {task}", leave=False, disable=not progress):
+        for idx in progress_bar(batches, desc=desc or f"Scoring {task}", nested=True, progress=progress):
             batch = {k: v.to(device) for k, v in _batch_inputs(rows, idx, pad_token_id).items()}
             batch["task_ids"] = torch.full((len(idx),), index, dtype=torch.long, device=device)
             logits = model(**batch).logits.float().cpu().numpy()

@@ -23,11 +23,11 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from hf_taskgroup.data.tasks import TASK_TYPES
+
 __all__ = ["IGNORE_INDEX", "SIGMA_FLOOR", "TASK_TYPES", "PVICollapseWarning", "PVIScores", "compute_pvi_scores",
            "detect_collapse", "pvi_classification", "pvi_multilabel", "pvi_regression",
            "pvi_token_classification", "residual_sigma"]
-
-TASK_TYPES: tuple[str, ...] = ("classification", "multilabel", "regression", "token_classification")
 
 #: Label value that marks a position to ignore (the Hugging Face / PyTorch convention).
 IGNORE_INDEX = -100

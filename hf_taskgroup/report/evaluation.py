@@ -1,6 +1,6 @@
 """Single-task vs grouped multi-task: per-task scores, gains, negative transfer, parameter counts.
 
-Input: the trained groups' results (``{group_key: {seed: train_result}}``, where a train result is what
+Input: the trained groups' results (``{group_name: {seed: train_result}}``, where a train result is what
 :func:`hf_taskgroup.training.train.train_group` returns, without the trainer) and one or more
 :class:`~hf_taskgroup.grouping.Grouping`. Output: one :class:`MethodEvaluation` per method, side by side.
 
@@ -22,7 +22,7 @@ import numpy as np
 from hf_taskgroup.training.metrics import greater_is_better
 
 
-def group_key(tasks: Sequence[str]) -> str:
+def group_name(tasks: Sequence[str]) -> str:
     """A stable folder-safe name for a group: sorted task names plus a short hash."""
     names = sorted(tasks)
     digest = hashlib.sha256("\x1f".join(names).encode()).hexdigest()[:8]
@@ -112,7 +112,7 @@ def evaluate_groupings(
 ) -> dict[str, MethodEvaluation]:
     """Compare every task's score in its group with its single-task score, for each method.
 
-    ``results[group_key(tasks)][seed]`` must exist for every group of every grouping and for every
+    ``results[group_name(tasks)][seed]`` must exist for every group of every grouping and for every
     single task (the STL baseline). A task in several groups (overlapping groupings) is scored in
     ``grouping.group_of(task)``. Negative transfer: the grouped score is below the single-task one.
     """
@@ -144,7 +144,7 @@ def evaluate_groupings(
 
 
 def _need(results: Mapping[str, Any], tasks: Sequence[str]) -> Mapping[int, Any]:
-    key = group_key(tasks)
+    key = group_name(tasks)
     if key not in results or not results[key]:
         raise KeyError(f"no trained results for group {sorted(tasks)} (key {key})")
     return results[key]

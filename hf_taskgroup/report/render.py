@@ -79,8 +79,12 @@ def write_report(
     published: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
     split: str = "test",
+    reused: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``report.json`` and ``plots/*.png`` into ``output_dir``; return their paths."""
+    """Write ``report.md``, ``report.json`` and ``plots/*.png`` into ``output_dir``; return their paths.
+
+    ``reused`` lists the artifacts (paths relative to ``output_dir``) taken from an earlier run with the same
+    inputs instead of being computed again."""
     out = Path(output_dir)
     plots_dir = out / "plots"
     paths: dict[str, Path] = {}
@@ -102,6 +106,7 @@ def write_report(
                 for t, s in (pvi_summaries or {}).items()},
         "published": dict(published or {}),
         "timings_seconds": dict(timings or {}),
+        "reused": list(reused or []),
         "plots": {k: str(p.relative_to(out)) for k, p in paths.items()},
     }
     atomic_write_json(out / "report.json", report)
@@ -109,6 +114,19 @@ def write_report(
     paths["report.md"] = out / "report.md"
     paths["report.json"] = out / "report.json"
     return paths
+
+
+def _reused_line(reused: Sequence[str] | None) -> str:
+    """One line saying which artifacts came from an earlier run with the same inputs (none: all computed)."""
+    if not reused:
+        return "Everything was computed in this run (nothing reused from an earlier run)."
+    kinds: dict[str, int] = {}
+    for path in reused:
+        kind = {"pvi": "PVI tasks", "groupings": "groupings", "runs": "trainings"}.get(path.split("/")[0], path.split("/")[0])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counts = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    return (f"Reused from an earlier run with the same inputs (data, tokenizer, model, settings): {counts} "
+            "(listed under `reused` in report.json).")
 
 
 def render_markdown(report: Mapping[str, Any], evaluations: Mapping[str, MethodEvaluation], primary: str | None) -> str:
@@ -122,6 +140,7 @@ def render_markdown(report: Mapping[str, Any], evaluations: Mapping[str, MethodE
         "(sign flipped where lower is better). Negative transfer = a negative gain.",
         "",
     ]
+    lines += [_reused_line(report.get("reused")), ""]
     if report.get("pvi"):
         lines += ["## PVI per task", "", "| task | V-information (bits, validation) | V-information (test) | accuracy of g_x (test) | collapsed |",
                   "|---|---|---|---|---|"]

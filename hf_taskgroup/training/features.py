@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hf_taskgroup.data.collator import MultiTaskDataCollator
+from hf_taskgroup.log import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def encode_in_length_order(
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
+        for start in progress_bar(range(0, len(order), batch_size), desc=desc, nested=True, progress=progress):
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in make_batch(idx).items()}
             feats = model.encode(**batch, token_level=token_level).float().cpu().numpy()

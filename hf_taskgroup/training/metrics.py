@@ -1,8 +1,12 @@
-"""Per-task evaluation metrics that work offline (numpy + scipy only; never ``evaluate.load``).
+"""Per-task evaluation metrics, offline: scikit-learn, scipy and seqeval behind one small adapter.
 
-One entry point, :func:`compute_task_metrics`, takes the raw model outputs (logits) and the labels
-of one task and returns a flat ``{metric_name: float}`` dict. :func:`make_compute_metrics` wraps it
-as a ``compute_metrics`` callable for ``transformers.Trainer``.
+:func:`metric_inputs` is the adapter: it turns the raw model outputs (logits) and labels of one task into
+what the metric libraries take (class ids, 0/1 indicator rows, float vectors or tag-name sequences),
+handling the ignore index ``-100``, the ``id2label`` mapping of token tasks and the multi-label threshold.
+:func:`compute_task_metrics` scores those inputs with scikit-learn / scipy / seqeval and returns a flat
+``{metric_name: float}`` dict; :func:`make_compute_metrics` wraps it as a ``compute_metrics`` callable
+for ``transformers.Trainer``, optionally with any `evaluate <https://huggingface.co/docs/evaluate>`_
+metric module (an object with ``.compute(predictions=, references=)``) fed the same adapted inputs.
 
 Inputs per task type (``n`` examples): ``classification`` logits ``[n, C]`` (or integer class ids
 ``[n]``) with labels ``[n]``; ``multilabel`` logits ``[n, L]`` (logit > 0 is a positive label) with
@@ -13,17 +17,15 @@ with labels ``[n, T]`` where ``-100`` marks ignored positions (padding, non-firs
 Metrics (``*`` = computed by default; the primary metric, see :func:`primary_metric`, is first):
 
 - classification: ``accuracy``\\*, ``f1_macro``\\*, ``mcc``\\*, ``f1_micro``, ``f1_weighted``,
-  ``precision_macro``, ``recall_macro``. Macro averages run over the classes that occur in the
-  labels or the predictions (scikit-learn's default); ``mcc`` is the multi-class Matthews
-  correlation (Gorodkin's R_K).
+  ``precision_macro``, ``recall_macro`` (scikit-learn; macro averages run over the classes that occur
+  in the labels or the predictions; ``mcc`` is the multi-class Matthews correlation).
 - multilabel: ``f1_micro``\\*, ``f1_macro``\\*, ``accuracy``\\* (subset accuracy: every label of an
-  example right), ``hamming_accuracy`` (fraction of right label decisions), ``precision_micro``,
-  ``recall_micro``. ``f1_macro`` averages over the labels that are positive in the gold labels or
-  the predictions at least once.
-- regression: ``pearson``\\*, ``spearman``\\*, ``mse``\\*, ``rmse``, ``mae``.
-- token_classification: ``f1``\\*, ``precision``\\*, ``recall``\\* (entity level, exact span
-  match, like seqeval's default/conlleval mode), ``accuracy``\\* (token accuracy over positions whose
-  label is not ``-100``).
+  example right), ``hamming_accuracy`` (1 - Hamming loss), ``precision_micro``, ``recall_micro``
+  (scikit-learn). ``f1_macro`` averages over the labels that are positive in the gold labels or the
+  predictions at least once.
+- regression: ``pearson``\\*, ``spearman``\\*, ``mse``\\*, ``rmse``, ``mae`` (scipy, scikit-learn).
+- token_classification: ``f1``\\*, ``precision``\\*, ``recall``\\* (seqeval's entity-level micro
+  scores, default/conlleval mode), ``accuracy``\\* (token accuracy over positions whose label is not ``-100``).
 
 Degenerate inputs: a precision/recall/F1 with an empty denominator is 0.0; ``pearson`` and
 ``spearman`` are 0.0 when the predictions or the labels are constant (the correlation is undefined);
@@ -41,12 +43,12 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from scipy.stats import rankdata
+
+from hf_taskgroup.data.tasks import TASK_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import EvalPrediction
@@ -55,18 +57,17 @@ __all__ = [
     "TASK_TYPES",
     "METRICS",
     "DEFAULT_METRICS",
+    "IGNORE_INDEX",
+    "MetricModule",
     "primary_metric",
     "greater_is_better",
+    "metric_inputs",
     "compute_task_metrics",
     "make_compute_metrics",
     "extract_entities",
 ]
 
-#: The task types, identical to :data:`hf_taskgroup.data.tasks.TASK_TYPES` (kept here so this module
-#: imports nothing from the rest of the package).
-TASK_TYPES = ("classification", "multilabel", "regression", "token_classification")
-
-#: Every metric each task type can compute, in output order.
+#: Every metric each task type can compute, in output order; the first one is the primary metric.
 METRICS: dict[str, tuple[str, ...]] = {
     "classification": (
         "accuracy", "f1_macro", "mcc", "f1_micro", "f1_weighted", "precision_macro", "recall_macro",
@@ -86,9 +87,19 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "token_classification": ("f1", "precision", "recall", "accuracy"),
 }
 
+#: Label value that marks a position to ignore (the Hugging Face / PyTorch convention).
+IGNORE_INDEX = -100
+
 _LOWER_IS_BETTER = ("mse", "rmse", "mae", "loss")
 _KNOWN_METRICS = tuple(sorted({m for ms in METRICS.values() for m in ms} | set(_LOWER_IS_BETTER)))
-IGNORE_INDEX = -100
+
+
+@runtime_checkable
+class MetricModule(Protocol):
+    """What :func:`make_compute_metrics` accepts as an extra metric: an ``evaluate.EvaluationModule``
+    (``evaluate.load("...")``) or any object with this ``compute`` method."""
+
+    def compute(self, *, predictions: Any, references: Any, **kwargs: Any) -> Mapping[str, Any] | None: ...
 
 
 def _check_task_type(task_type: str) -> None:
@@ -101,6 +112,11 @@ def primary_metric(task_type: str) -> str:
 
     ``classification`` -> ``"accuracy"``, ``multilabel`` -> ``"f1_micro"``, ``regression`` ->
     ``"pearson"``, ``token_classification`` -> ``"f1"`` (entity-level). All of them are higher-is-better.
+
+    Example::
+
+        >>> primary_metric("regression")
+        'pearson'
     """
     _check_task_type(task_type)
     return METRICS[task_type][0]
@@ -115,6 +131,11 @@ def greater_is_better(metric: str) -> bool:
 
     Raises:
         ValueError: when the key ends with no known metric name.
+
+    Example::
+
+        >>> greater_is_better("eval_biosses_mse"), greater_is_better("eval_hoc_f1_micro")
+        (False, True)
     """
     for name in sorted(_KNOWN_METRICS, key=len, reverse=True):
         if metric == name or metric.endswith("_" + name):
@@ -140,15 +161,32 @@ def _resolve_metrics(task_type: str, metrics: Sequence[str] | None) -> tuple[str
     return tuple(dict.fromkeys(metrics))
 
 
-def _normalize_id2label(id2label: Sequence[str] | Mapping[int, str] | None) -> list[str] | None:
+# --------------------------------------------------------------------------- the adapter
+
+
+def _canonical_tag(tag: str, where: str) -> str:
+    """``"B-X"``/``"b_X"`` -> ``"B-X"``; ``"B"`` -> ``"B"``; ``"O"`` -> ``"O"`` (IOBES prefixes too), the
+    spelling seqeval reads; anything else is not a BIO/IOBES tag."""
+    if tag == "O":
+        return tag
+    prefix, rest = tag[:1].upper(), tag[1:]
+    if prefix not in ("B", "I", "E", "S") or (rest and rest[0] not in "-_"):
+        raise ValueError(f"{where} = {tag!r} is not a BIO/IOBES tag; expected 'O', 'B', 'I', 'B-<type>' or 'I-<type>'")
+    return f"{prefix}-{rest[1:]}" if rest[1:] else prefix
+
+
+def _tag_names(id2label: Sequence[str] | Mapping[int, str] | None) -> list[str]:
+    """The canonical tag name of each id (``config.id2label`` dicts with int or str keys work too)."""
     if id2label is None:
-        return None
+        raise ValueError("token_classification metrics need id2label (the tag names, e.g. ['O', 'B', 'I'])")
     if isinstance(id2label, Mapping):
         keys = sorted(int(k) for k in id2label)
         if keys != list(range(len(keys))):
             raise ValueError(f"id2label keys must be 0..{len(keys) - 1}, got {keys}")
-        return [str(id2label[k] if k in id2label else id2label[str(k)]) for k in keys]  # type: ignore[index]
-    return [str(t) for t in id2label]
+        names = [str(id2label[k] if k in id2label else id2label[str(k)]) for k in keys]  # type: ignore[index]
+    else:
+        names = [str(t) for t in id2label]
+    return [_canonical_tag(tag, f"id2label[{i}]") for i, tag in enumerate(names)]
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
@@ -182,23 +220,7 @@ def _as_int_ids(arr: np.ndarray, what: str) -> np.ndarray:
     raise ValueError(f"{what} must be integer ids, got dtype {arr.dtype}")
 
 
-def _safe_div(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
-
-
-def _f1(tp: float, fp: float, fn: float) -> float:
-    return _safe_div(2.0 * tp, 2.0 * tp + fp + fn)
-
-
-# --------------------------------------------------------------------------- classification
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Element-wise num / den with 0.0 where den == 0."""
-    return np.divide(num, den, out=np.zeros(np.shape(num), dtype=np.float64), where=np.asarray(den) > 0)
-
-
-def _classification(predictions: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+def _classification_inputs(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = _as_int_ids(labels[:, 0] if labels.ndim == 2 and labels.shape[1] == 1 else labels, "classification labels")
     if labels.ndim != 1:
         raise ValueError(f"classification labels must have shape [n], got {labels.shape}")
@@ -216,65 +238,20 @@ def _classification(predictions: np.ndarray, labels: np.ndarray, names: tuple[st
     if labels.min() < 0 or labels.max() >= n_classes or pred.min() < 0:
         raise ValueError(f"classification ids must lie in [0, {n_classes}) (the logits width); labels span "
                          f"[{labels.min()}, {labels.max()}], predictions [{pred.min()}, {pred.max()}]")
-
-    cm = np.bincount(labels * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes).astype(float)
-    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-    present = (support + predicted) > 0  # macro averages run over these classes (scikit-learn's default)
-    f1 = _ratio(2 * tp, support + predicted)
-    n = float(labels.size)
-    mcc_den = math.sqrt(max(n * n - float(predicted @ predicted), 0.0) * max(n * n - float(support @ support), 0.0))
-    values = {
-        "accuracy": tp.sum() / n,
-        "f1_micro": tp.sum() / n,  # single-label micro F1 equals accuracy
-        "f1_macro": f1[present].mean(),
-        "f1_weighted": (f1 * support).sum() / n,
-        "precision_macro": _ratio(tp, predicted)[present].mean(),
-        "recall_macro": _ratio(tp, support)[present].mean(),
-        "mcc": _safe_div(tp.sum() * n - float(support @ predicted), mcc_den),
-    }
-    return {name: float(values[name]) for name in names}
+    return pred, labels
 
 
-# --------------------------------------------------------------------------- multilabel
-
-
-def _multilabel(predictions: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+def _multilabel_inputs(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if predictions.ndim != 2 or predictions.shape != labels.shape:
         raise ValueError(f"multilabel predictions and labels must both have shape [n, L], "
                          f"got {predictions.shape} and {labels.shape}")
     _check_finite(predictions, "multilabel predictions")
     if not np.all((labels == 0) | (labels == 1)):
         raise ValueError("multilabel labels must be 0/1 indicators")
-    gold, pred = labels.astype(bool), predictions > 0
-    tp = (gold & pred).sum(axis=0).astype(float)
-    fp = (~gold & pred).sum(axis=0).astype(float)
-    fn = (gold & ~pred).sum(axis=0).astype(float)
-    present = (tp + fp + fn) > 0  # labels positive somewhere in gold or predictions
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    values = {
-        "f1_micro": _f1(tp.sum(), fp.sum(), fn.sum()),
-        "f1_macro": f1[present].mean() if present.any() else 0.0,
-        "accuracy": np.all(gold == pred, axis=1).mean(),
-        "hamming_accuracy": (gold == pred).mean(),
-        "precision_micro": _safe_div(tp.sum(), tp.sum() + fp.sum()),
-        "recall_micro": _safe_div(tp.sum(), tp.sum() + fn.sum()),
-    }
-    return {name: float(values[name]) for name in names}
+    return (predictions > 0).astype(np.int64), labels.astype(np.int64)  # the threshold: logit 0 = probability 0.5
 
 
-# --------------------------------------------------------------------------- regression
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r; 0.0 when either side is constant (r is undefined there)."""
-    xc, yc = x - x.mean(), y - y.mean()
-    den = math.sqrt(float(xc @ xc)) * math.sqrt(float(yc @ yc))
-    if den == 0.0 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(np.clip((xc @ yc) / den, -1.0, 1.0))
-
-
-def _regression(predictions: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+def _regression_inputs(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     def flat(a: np.ndarray, what: str) -> np.ndarray:
         if a.ndim == 2 and a.shape[1] == 1:
             a = a[:, 0]
@@ -287,91 +264,13 @@ def _regression(predictions: np.ndarray, labels: np.ndarray, names: tuple[str, .
     pred, gold = flat(predictions, "predictions"), flat(labels, "labels")
     if pred.shape != gold.shape:
         raise ValueError(f"regression: {pred.shape[0]} predictions but {gold.shape[0]} labels")
-    err = pred - gold
-    out: dict[str, float] = {}
-    for name in names:
-        if name == "pearson":
-            out[name] = _pearson(pred, gold)
-        elif name == "spearman":
-            out[name] = _pearson(rankdata(pred), rankdata(gold))
-        elif name == "mse":
-            out[name] = float(np.mean(err**2))
-        elif name == "rmse":
-            out[name] = float(np.sqrt(np.mean(err**2)))
-        elif name == "mae":
-            out[name] = float(np.mean(np.abs(err)))
-    return out
+    return pred, gold
 
 
-# --------------------------------------------------------------------------- token classification
-
-
-def _parse_tag(tag: str, where: str) -> tuple[str, str]:
-    """``"B-X"``/``"B_X"`` -> ("B", "X"); ``"B"`` -> ("B", ""); ``"O"`` -> ("O", ""). IOBES prefixes too."""
-    if tag == "O":
-        return ("O", "")
-    prefix, rest = tag[:1].upper(), tag[1:]
-    if prefix not in ("B", "I", "E", "S") or (rest and rest[0] not in "-_"):
-        raise ValueError(f"{where} = {tag!r} is not a BIO/IOBES tag; expected 'O', 'B', 'I', 'B-<type>' or 'I-<type>'")
-    return (prefix, rest[1:])
-
-
-def _parse_tags(id2label: list[str]) -> list[tuple[str, str]]:
-    return [_parse_tag(tag, f"id2label[{i}]") for i, tag in enumerate(id2label)]
-
-
-def _chunk_ends(prev: tuple[str, str], cur: tuple[str, str]) -> bool:
-    (pt, ptype), (t, typ) = prev, cur
-    if pt in ("E", "S"):
-        return True
-    if pt in ("B", "I") and t in ("B", "S", "O"):
-        return True
-    return pt != "O" and ptype != typ
-
-
-def _chunk_starts(prev: tuple[str, str], cur: tuple[str, str]) -> bool:
-    (pt, ptype), (t, typ) = prev, cur
-    if t in ("B", "S"):
-        return True
-    if pt in ("E", "S", "O") and t in ("E", "I"):
-        return True
-    return t != "O" and ptype != typ
-
-
-def _spans(tags: Sequence[tuple[str, str]]) -> set[tuple[str, int, int]]:
-    spans: set[tuple[str, int, int]] = set()
-    prev: tuple[str, str] = ("O", "")
-    start = -1
-    for i, cur in enumerate([*tags, ("O", "")]):
-        if start >= 0 and _chunk_ends(prev, cur):
-            spans.add((prev[1], start, i - 1))
-            start = -1
-        if _chunk_starts(prev, cur):
-            start = i
-        prev = cur
-    return spans
-
-
-def extract_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """Entity spans ``(type, start, end_inclusive)`` of one tag sequence, by seqeval's default (conlleval) rules.
-
-    A span starts at ``B-X`` (or ``S-X``), or at ``I-X`` after ``O`` or after a tag of another type;
-    it continues with ``I-X`` and ends before anything else. Untyped tags (``"B"``, ``"I"``) have type ``""``.
-
-    Example::
-
-        >>> sorted(extract_entities(["B-D", "I-D", "O", "I-D", "B-C"]))
-        [('C', 4, 4), ('D', 0, 1), ('D', 3, 3)]
-    """
-    return _spans([_parse_tag(tag, f"tags[{i}]") for i, tag in enumerate(tags)])
-
-
-def _token_classification(
-    predictions: np.ndarray, labels: np.ndarray, names: tuple[str, ...], id2label: list[str] | None
-) -> dict[str, float]:
-    if id2label is None:
-        raise ValueError("token_classification metrics need id2label (the tag names, e.g. ['O', 'B', 'I'])")
-    tags = _parse_tags(id2label)
+def _token_inputs(
+    predictions: np.ndarray, labels: np.ndarray, id2label: Sequence[str] | Mapping[int, str] | None
+) -> tuple[list[list[str]], list[list[str]]]:
+    tags = _tag_names(id2label)
     labels = _as_int_ids(labels, "token_classification labels")
     if labels.ndim != 2:
         raise ValueError(f"token_classification labels must have shape [n, T], got {labels.shape}")
@@ -395,34 +294,129 @@ def _token_classification(
         if ids.min() < 0 or ids.max() >= len(tags):
             raise ValueError(f"token_classification {what} must lie in [0, {len(tags)}) (id2label size), "
                              f"got min {ids.min()} max {ids.max()}")
+    names = np.asarray(tags, dtype=object)
+    rows = [row for row in range(labels.shape[0]) if mask[row].any()]  # a fully ignored row is no sequence
+    return ([names[pred[r][mask[r]]].tolist() for r in rows], [names[labels[r][mask[r]]].tolist() for r in rows])
 
-    n_gold = n_pred = n_correct = 0
-    for row in range(labels.shape[0]):
-        keep = mask[row]
-        if not keep.any():
-            continue
-        gold_spans = _spans([tags[k] for k in labels[row][keep]])
-        pred_spans = _spans([tags[k] for k in pred[row][keep]])
-        n_gold += len(gold_spans)
-        n_pred += len(pred_spans)
-        n_correct += len(gold_spans & pred_spans)
-    precision, recall = _safe_div(n_correct, n_pred), _safe_div(n_correct, n_gold)
-    values = {
-        "precision": precision,
-        "recall": recall,
-        "f1": _safe_div(2 * precision * recall, precision + recall),
-        "accuracy": float((pred[mask] == labels[mask]).mean()),
+
+def metric_inputs(
+    task_type: str,
+    predictions: Any,
+    labels: Any,
+    *,
+    id2label: Sequence[str] | Mapping[int, str] | None = None,
+) -> tuple[Any, Any]:
+    """The adapter: ``(predictions, references)`` in the form metric libraries take, from raw model outputs.
+
+    - ``classification``: predicted class ids (argmax of the logits) and gold ids, both ``int64 [n]``.
+    - ``multilabel``: 0/1 indicator rows ``int64 [n, L]``, a label predicted when its logit is > 0.
+    - ``regression``: ``float64 [n]`` vectors (``[n, 1]`` is flattened).
+    - ``token_classification``: one list of tag names per example (seqeval's input), positions whose
+      label is ``-100`` removed and examples with no labelled position dropped; tag spellings are
+      normalised (``"b_X"`` -> ``"B-X"``).
+
+    Inputs are validated (see the module docstring); a tuple of outputs uses its first element, torch
+    tensors work too.
+
+    Example::
+
+        >>> import numpy as np
+        >>> metric_inputs("token_classification", np.array([[1, 2, 0]]), np.array([[1, -100, 0]]),
+        ...               id2label=["O", "B", "I"])
+        ([['B', 'O']], [['B', 'O']])
+    """
+    _check_task_type(task_type)
+    pred_arr, label_arr = _to_numpy(predictions, "predictions"), _to_numpy(labels, "labels")
+    if pred_arr.size == 0 or label_arr.size == 0:
+        raise ValueError(f"{task_type}: no examples (predictions shape {pred_arr.shape}, labels shape {label_arr.shape})")
+    if task_type == "classification":
+        return _classification_inputs(pred_arr, label_arr)
+    if task_type == "multilabel":
+        return _multilabel_inputs(pred_arr, label_arr)
+    if task_type == "regression":
+        return _regression_inputs(pred_arr, label_arr)
+    return _token_inputs(pred_arr, label_arr, id2label)
+
+
+# --------------------------------------------------------------------------- the scorers (libraries)
+
+
+def _correlation(kind: str, pred: np.ndarray, gold: np.ndarray) -> float:
+    """scipy's Pearson / Spearman correlation; 0.0 when either side is constant (undefined there)."""
+    from scipy import stats
+
+    if np.ptp(pred) == 0 or np.ptp(gold) == 0:
+        return 0.0
+    result = stats.pearsonr(pred, gold) if kind == "pearson" else stats.spearmanr(pred, gold)
+    return float(result.statistic)
+
+
+def _mcc(gold: np.ndarray, pred: np.ndarray) -> float:
+    """scikit-learn's (multi-class) Matthews correlation; 0.0 when either side holds one class (undefined)."""
+    from sklearn.metrics import matthews_corrcoef
+
+    if np.ptp(gold) == 0 or np.ptp(pred) == 0:
+        return 0.0
+    return float(matthews_corrcoef(gold, pred))
+
+
+def _multilabel_f1_macro(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-label F1 over the labels positive somewhere in the gold rows or the predictions."""
+    from sklearn.metrics import f1_score
+
+    present = np.flatnonzero(gold.any(axis=0) | pred.any(axis=0))
+    if not present.size:
+        return 0.0
+    return float(np.mean([f1_score(gold[:, j], pred[:, j], zero_division=0) for j in present]))
+
+
+def _scorers(task_type: str) -> dict[str, Callable[[Any, Any], float]]:
+    """``{metric: score(references, predictions)}`` of one task type, on :func:`metric_inputs`' output."""
+    from sklearn import metrics as sk
+
+    if task_type == "classification":
+        return {
+            "accuracy": sk.accuracy_score,
+            "f1_macro": lambda y, p: sk.f1_score(y, p, average="macro", zero_division=0),
+            "mcc": _mcc,
+            "f1_micro": lambda y, p: sk.f1_score(y, p, average="micro", zero_division=0),
+            "f1_weighted": lambda y, p: sk.f1_score(y, p, average="weighted", zero_division=0),
+            "precision_macro": lambda y, p: sk.precision_score(y, p, average="macro", zero_division=0),
+            "recall_macro": lambda y, p: sk.recall_score(y, p, average="macro", zero_division=0),
+        }
+    if task_type == "multilabel":
+        # Micro scores pool every (example, label) decision: the binary scores of the flattened rows (scikit-learn
+        # would read a one-label [n, 1] indicator matrix as binary classes 0/1 instead).
+        return {
+            "f1_micro": lambda y, p: sk.f1_score(y.ravel(), p.ravel(), zero_division=0),
+            "f1_macro": _multilabel_f1_macro,
+            "accuracy": sk.accuracy_score,  # subset accuracy on indicator rows (plain accuracy when L = 1)
+            "hamming_accuracy": lambda y, p: sk.accuracy_score(y.ravel(), p.ravel()),
+            "precision_micro": lambda y, p: sk.precision_score(y.ravel(), p.ravel(), zero_division=0),
+            "recall_micro": lambda y, p: sk.recall_score(y.ravel(), p.ravel(), zero_division=0),
+        }
+    if task_type == "regression":
+        return {
+            "pearson": lambda y, p: _correlation("pearson", p, y),
+            "spearman": lambda y, p: _correlation("spearman", p, y),
+            "mse": sk.mean_squared_error,
+            "rmse": sk.root_mean_squared_error,
+            "mae": sk.mean_absolute_error,
+        }
+    from seqeval import metrics as seq
+
+    return {
+        "f1": lambda y, p: seq.f1_score(y, p, zero_division=0),
+        "precision": lambda y, p: seq.precision_score(y, p, zero_division=0),
+        "recall": lambda y, p: seq.recall_score(y, p, zero_division=0),
+        "accuracy": seq.accuracy_score,  # token accuracy over the labelled positions
     }
-    return {name: values[name] for name in names}
-
-
-# --------------------------------------------------------------------------- public entry points
 
 
 def compute_task_metrics(
     task_type: str,
-    predictions: np.ndarray,
-    labels: np.ndarray,
+    predictions: Any,
+    labels: Any,
     *,
     id2label: Sequence[str] | Mapping[int, str] | None = None,
     metrics: Sequence[str] | None = None,
@@ -452,16 +446,30 @@ def compute_task_metrics(
         {'mse': 0.08333333333333333, 'mae': 0.16666666666666666}
     """
     names = _resolve_metrics(task_type, metrics)
-    pred_arr, label_arr = _to_numpy(predictions, "predictions"), _to_numpy(labels, "labels")
-    if pred_arr.size == 0 or label_arr.size == 0:
-        raise ValueError(f"{task_type}: no examples (predictions shape {pred_arr.shape}, labels shape {label_arr.shape})")
-    if task_type == "classification":
-        return _classification(pred_arr, label_arr, names)
-    if task_type == "multilabel":
-        return _multilabel(pred_arr, label_arr, names)
-    if task_type == "regression":
-        return _regression(pred_arr, label_arr, names)
-    return _token_classification(pred_arr, label_arr, names, _normalize_id2label(id2label))
+    pred, gold = metric_inputs(task_type, predictions, labels, id2label=id2label)
+    scorers = _scorers(task_type)
+    return {name: float(scorers[name](gold, pred)) for name in names}
+
+
+def extract_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """Entity spans ``(type, start, end_inclusive)`` of one tag sequence, by seqeval's default (conlleval) rules.
+
+    A span starts at ``B-X`` (or ``S-X``), or at ``I-X`` after ``O`` or after a tag of another type;
+    it continues with ``I-X`` and ends before anything else. Untyped tags (``"B"``, ``"I"``) have type ``""``.
+
+    Example::
+
+        >>> sorted(extract_entities(["B-D", "I-D", "O", "I-D", "B-C"]))
+        [('C', 4, 4), ('D', 0, 1), ('D', 3, 3)]
+    """
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    canonical = [_canonical_tag(tag, f"tags[{i}]") for i, tag in enumerate(tags)]
+    # seqeval names the type of an untyped tag ("B", "I") "_"
+    return {("" if kind == "_" else kind, start, end) for kind, start, end in get_entities(canonical)}
+
+
+# --------------------------------------------------------------------------- Trainer glue
 
 
 def _concat_batches(task_type: str, arrays: list[np.ndarray], pad_value: float) -> np.ndarray:
@@ -475,10 +483,27 @@ def _concat_batches(task_type: str, arrays: list[np.ndarray], pad_value: float) 
     return np.concatenate(arrays, axis=0)
 
 
+def _flat_scores(result: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
+    """The numbers of an ``evaluate`` result, nested dicts flattened with ``_`` (``Disease_f1``)."""
+    out: dict[str, float] = {}
+    for key, value in (result or {}).items():
+        if isinstance(value, Mapping):
+            out.update(_flat_scores(value, f"{prefix}{key}_"))
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def _as_lists(x: Any) -> Any:
+    return x.tolist() if isinstance(x, np.ndarray) else x
+
+
 def make_compute_metrics(
     task_type: str,
     id2label: Sequence[str] | Mapping[int, str] | None = None,
     metrics: Sequence[str] | None = None,
+    *,
+    metric_module: MetricModule | None = None,
 ) -> Callable[..., dict[str, float]]:
     """A ``compute_metrics`` for ``transformers.Trainer`` evaluating one task.
 
@@ -488,30 +513,41 @@ def make_compute_metrics(
     ``compute_result=False`` and finally ``True``: batches are accumulated and the metrics of all of
     them are returned on the final call (``{}`` before).
 
+    ``metric_module``: an extra metric, e.g. ``evaluate.load("seqeval")`` or any object with
+    ``.compute(predictions=, references=)``. It receives :func:`metric_inputs`' output as Python lists
+    (class ids, indicator rows, floats or tag-name sequences); the numbers of its result (nested dicts
+    flattened: ``Disease_f1``) are added to the built-in metrics, and win when a name is the same.
+
     Example::
 
         >>> compute_metrics = make_compute_metrics("token_classification", id2label=["O", "B", "I"])
         >>> trainer = Trainer(model=model, args=args, compute_metrics=compute_metrics)  # doctest: +SKIP
     """
     names = _resolve_metrics(task_type, metrics)
-    labels_list = _normalize_id2label(id2label)
-    if task_type == "token_classification":
-        if labels_list is None:
-            raise ValueError("token_classification metrics need id2label (the tag names, e.g. ['O', 'B', 'I'])")
-        _parse_tags(labels_list)
+    labels_list = _tag_names(id2label) if task_type == "token_classification" else id2label
+    if metric_module is not None and not callable(getattr(metric_module, "compute", None)):
+        raise TypeError(f"metric_module must have a compute(predictions=, references=) method, "
+                        f"got {type(metric_module).__name__}")
     pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def score(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        out = compute_task_metrics(task_type, preds, labels, id2label=labels_list, metrics=names)
+        if metric_module is not None:
+            pred_in, ref_in = metric_inputs(task_type, preds, labels, id2label=labels_list)
+            out.update(_flat_scores(metric_module.compute(predictions=_as_lists(pred_in), references=_as_lists(ref_in))))
+        return out
 
     def compute_metrics(eval_pred: EvalPrediction, compute_result: bool | None = None) -> dict[str, float]:
         preds = _to_numpy(eval_pred.predictions, "predictions")
         labels = _to_numpy(eval_pred.label_ids, "label_ids")
         if compute_result is None:
-            return compute_task_metrics(task_type, preds, labels, id2label=labels_list, metrics=names)
+            return score(preds, labels)
         pending.append((preds, labels))
         if not compute_result:
             return {}
         all_preds = _concat_batches(task_type, [p for p, _ in pending], 0.0)
         all_labels = _concat_batches(task_type, [lab for _, lab in pending], IGNORE_INDEX)
         pending.clear()
-        return compute_task_metrics(task_type, all_preds, all_labels, id2label=labels_list, metrics=names)
+        return score(all_preds, all_labels)
 
     return compute_metrics

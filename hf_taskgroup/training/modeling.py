@@ -108,6 +108,9 @@ class MultiTaskConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
+        if getattr(self, "pad_token_id", None) is None and getattr(self.encoder, "pad_token_id", None) is not None:
+            # the encoder's padding id; otherwise Trainer "aligns" it with the tokenizer and warns at every training
+            self.pad_token_id = self.encoder.pad_token_id
         if self.tasks and not self.task_order:
             self.task_order = list(self.tasks)
         if self.tasks and sorted(self.task_order) != sorted(self.tasks):
@@ -397,9 +400,12 @@ def _encoder_from_config(config: PreTrainedConfig) -> PreTrainedModel:
 def _encoder_from_pretrained(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+    from hf_taskgroup.log import quiet_hf_loading
+
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     model_cls = MODEL_MAPPING[type(config)]
-    return AutoModel.from_pretrained(name_or_path, **_encoder_init_kwargs(model_cls), **kwargs)
+    with quiet_hf_loading():  # the load report would list the pooler we leave out, once per model built
+        return AutoModel.from_pretrained(name_or_path, **_encoder_init_kwargs(model_cls), **kwargs)
 
 
 def apply_lora(

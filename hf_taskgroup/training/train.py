@@ -28,6 +28,7 @@ from hf_taskgroup.config import (
     mode_default,
 )
 from hf_taskgroup.data.tasks import TaskSuite
+from hf_taskgroup.log import quiet_hf_progress
 from hf_taskgroup.training.metrics import primary_metric
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def load_tokenizer(model_name_or_path: str) -> Any:
     return _TOKENIZERS[model_name_or_path]
 
 
+@quiet_hf_progress()  # the calling stage shows its own bar
 def train_group(
     suite: TaskSuite,
     tasks: Sequence[str],

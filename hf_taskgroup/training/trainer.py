@@ -16,13 +16,16 @@ from transformers.trainer_utils import PredictionOutput
 from hf_taskgroup.data.collator import MultiTaskDataCollator
 from hf_taskgroup.training.args import MultiTaskTrainingArguments
 from hf_taskgroup.training.features import FeatureCache, default_feature_cache
-from hf_taskgroup.training.metrics import compute_task_metrics
+from hf_taskgroup.training.metrics import MetricModule, make_compute_metrics
 from hf_taskgroup.training.modeling import MultiTaskModel, apply_lora
 from hf_taskgroup.training.sampler import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)
 
 MetricsFn = Callable[[EvalPrediction], dict[str, float]]
+#: ``compute_metrics`` of :class:`MultiTaskTrainer`: one function for every task, or per task a function (replaces
+#: the built-in metrics) or an ``evaluate`` module / object with ``.compute(predictions=, references=)`` (adds to them).
+TaskMetrics = MetricsFn | MetricModule | Mapping[str, MetricsFn | MetricModule]
 
 
 class TaskConcatDataset(ConcatDataset):
@@ -68,7 +71,9 @@ class MultiTaskTrainer(Trainer):
     - Every batch holds one task; the task of each step comes from ``args.task_sampling`` and is the
       same on every process under DDP (each process takes its own slice of that task's global batch).
     - Evaluation runs task by task and reports ``eval_<task>_<metric>`` (metrics work offline), plus
-      ``eval_loss`` = mean of the task losses.
+      ``eval_loss`` = mean of the task losses. ``compute_metrics={"ner": evaluate.load("seqeval")}`` adds an
+      ``evaluate`` metric to a task's built-in ones (it gets class ids, 0/1 rows, floats or tag names, see
+      :func:`~hf_taskgroup.training.metrics.metric_inputs`); a plain function replaces them.
     - ``args.finetune``: ``full``, ``lora`` (wraps the model with peft; heads stay trainable) or
       ``frozen`` (encoder features computed once and cached; only trunk and heads train).
     - The model averages its loss per batch, so the class sets ``loss_is_scaled_for_ga = False``: the
@@ -94,7 +99,7 @@ class MultiTaskTrainer(Trainer):
         eval_dataset: Mapping[str, Any] | Any = None,
         processing_class: Any = None,
         data_collator: Any = None,
-        compute_metrics: MetricsFn | Mapping[str, MetricsFn] | None = None,
+        compute_metrics: TaskMetrics | None = None,
         callbacks: list | None = None,
         feature_cache: FeatureCache | None = None,
         model_card_data: Any = None,
@@ -320,14 +325,11 @@ class MultiTaskTrainer(Trainer):
         if task is None:
             raise RuntimeError("compute_metrics called outside a per-task evaluation")
         user = self._user_compute_metrics
-        if isinstance(user, Mapping):
-            if task in user:
-                return user[task](eval_pred)
-        elif user is not None:
+        user = user.get(task) if isinstance(user, Mapping) else user
+        if user is not None and not isinstance(user, MetricModule):
             return user(eval_pred)
         info = self.base_model_ref.config.tasks[task]
-        preds = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        return compute_task_metrics(info["type"], np.asarray(preds), np.asarray(eval_pred.label_ids), id2label=info.get("id2label"))
+        return make_compute_metrics(info["type"], id2label=info.get("id2label"), metric_module=user)(eval_pred)
 
 
 _MODEL_CARD_WRITER: Callable[..., Any] | None = None

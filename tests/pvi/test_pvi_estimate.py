@@ -283,9 +283,10 @@ def test_kfold_never_scores_an_example_with_a_model_that_saw_it(tmp_path):
 def test_collapsed_model_is_flagged_and_warned(tmp_path, tok):
     suite = tiny_suite(("classification",))
     factory = Factory(suite, fixed_logits={("sent", "x"): [2.0, -2.0]})  # always class 0
-    with pytest.warns(PVICollapseWarning, match="task 'sent', split 'test'"):
+    with pytest.warns(PVICollapseWarning, match="task 'sent': g_x collapsed on validation, test") as caught:
         res = compute_pvi(suite, tokenizer=tok, settings=_settings(learning_rate=1e-30), null="analytic",
                           output_dir=tmp_path, model_factory=factory, progress=False)["sent"]
+    assert len([w for w in caught if w.category is PVICollapseWarning]) == 1  # one warning per task, all splits
     assert res.summary["collapsed"] == {"validation": True, "test": True}
     saved = json.loads((tmp_path / "sent" / "summary.json").read_text())
     assert saved["collapsed"] == {"validation": True, "test": True}

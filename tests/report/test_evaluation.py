@@ -1,7 +1,7 @@
 import pytest
 
 from hf_taskgroup.grouping import Grouping
-from hf_taskgroup.report.evaluation import evaluate_groupings, group_key, summary_table
+from hf_taskgroup.report.evaluation import evaluate_groupings, group_name, summary_table
 
 
 def _res(tasks, scores, metric="accuracy", params=100):
@@ -12,8 +12,8 @@ def _res(tasks, scores, metric="accuracy", params=100):
 @pytest.fixture
 def results():
     stl = {"a": 0.70, "b": 0.60, "c": 0.80}
-    out = {group_key([t]): {0: _res([t], stl), 1: _res([t], {k: v + 0.02 for k, v in stl.items()})} for t in stl}
-    out[group_key(["a", "b"])] = {0: _res(["a", "b"], {"a": 0.75, "b": 0.58}, params=120),
+    out = {group_name([t]): {0: _res([t], stl), 1: _res([t], {k: v + 0.02 for k, v in stl.items()})} for t in stl}
+    out[group_name(["a", "b"])] = {0: _res(["a", "b"], {"a": 0.75, "b": 0.58}, params=120),
                                   1: _res(["a", "b"], {"a": 0.77, "b": 0.60}, params=120)}
     return out
 
@@ -34,9 +34,9 @@ def test_gain_negative_transfer_and_parameters(results):
 
 
 def test_lower_is_better_metric_flips_the_sign():
-    res = {group_key(["a"]): {0: _res(["a"], {"a": 2.0}, metric="mse")},
-           group_key(["b"]): {0: _res(["b"], {"b": 1.0}, metric="mse")},
-           group_key(["a", "b"]): {0: _res(["a", "b"], {"a": 1.5, "b": 1.0}, metric="mse")}}
+    res = {group_name(["a"]): {0: _res(["a"], {"a": 2.0}, metric="mse")},
+           group_name(["b"]): {0: _res(["b"], {"b": 1.0}, metric="mse")},
+           group_name(["a", "b"]): {0: _res(["a", "b"], {"a": 1.5, "b": 1.0}, metric="mse")}}
     g = Grouping(groups=[["a", "b"]], method="all_in_one", tasks=["a", "b"], params={}, scores={})
     ev = evaluate_groupings({"all": g}, res)["all"]
     assert ev.rows["a"].gain == pytest.approx(0.5)
@@ -49,5 +49,5 @@ def test_missing_group_results_named(results):
 
 
 def test_group_key_is_order_free_and_distinct():
-    assert group_key(["b", "a"]) == group_key(["a", "b"])
-    assert group_key(["a"]) != group_key(["a", "b"])
+    assert group_name(["b", "a"]) == group_name(["a", "b"])
+    assert group_name(["a"]) != group_name(["a", "b"])

@@ -1,4 +1,5 @@
-"""Tests for hf_taskgroup.training.metrics: hand-computed values on tiny arrays, masking, subsets and errors."""
+"""Tests for hf_taskgroup.training.metrics: hand-computed values on tiny arrays, masking, subsets, errors, the
+adapter's library inputs (metric_inputs) and the ``evaluate`` metric hook."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hf_taskgroup.training.metrics import (
     extract_entities,
     greater_is_better,
     make_compute_metrics,
+    metric_inputs,
     primary_metric,
 )
 
@@ -34,10 +36,11 @@ def one_hot_logits(ids: np.ndarray, n_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------- basics
 
 
-def test_task_types_match_tasks_module():
-    from hf_taskgroup.data.tasks import TASK_TYPES as SUITE_TASK_TYPES
+def test_task_types_are_defined_once():
+    from hf_taskgroup.data import tasks
+    from hf_taskgroup.pvi import scores
 
-    assert TASK_TYPES == SUITE_TASK_TYPES
+    assert TASK_TYPES is tasks.TASK_TYPES is scores.TASK_TYPES
 
 
 def test_primary_metrics():
@@ -345,3 +348,178 @@ def test_make_compute_metrics_batch_eval_accumulates_ragged_token_batches():
     # the next evaluation starts afresh (batches of the previous one are not carried over)
     assert compute(last, compute_result=True) == pytest.approx(
         compute_task_metrics("token_classification", pred[2:], labels[2:], id2label=BIO))
+
+
+# --------------------------------------------------------------------------- edge cases (hand-computed)
+
+
+def test_classification_one_class_present_everywhere():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's single-label confusion-matrix warning must not leak
+        out = compute_task_metrics("classification", np.array([2, 2, 2]), np.array([2, 2, 2]),
+                                   metrics=METRICS["classification"])
+    # only class 2 occurs: every per-class score is 1 over that one class; MCC is undefined -> 0
+    assert out == {"accuracy": 1.0, "f1_macro": 1.0, "mcc": 0.0, "f1_micro": 1.0, "f1_weighted": 1.0,
+                   "precision_macro": 1.0, "recall_macro": 1.0}
+
+
+def test_classification_single_example():
+    out = compute_task_metrics("classification", one_hot_logits(np.array([1]), 3), np.array([0]))
+    # classes 0 (gold) and 1 (predicted) occur, both with F1 0
+    assert out == {"accuracy": 0.0, "f1_macro": 0.0, "mcc": 0.0}
+
+
+def test_regression_constant_labels_give_zero_correlation():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compute_task_metrics("regression", np.array([1.0, 2.0, 4.0]), np.full(3, 2.0))
+    assert out == {"pearson": 0.0, "spearman": 0.0, "mse": pytest.approx((1 + 0 + 4) / 3)}
+
+
+def test_regression_correlations_hand_computed():
+    # x = [1, 2, 3], y = [1, 3, 2]: centred x = [-1, 0, 1], y = [-1, 1, 0] -> r = 1 / (sqrt 2 * sqrt 2) = 0.5;
+    # the ranks equal the values, so Spearman is 0.5 too
+    out = compute_task_metrics("regression", np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0]))
+    assert out["pearson"] == pytest.approx(0.5)
+    assert out["spearman"] == pytest.approx(0.5)
+
+
+def test_multilabel_with_one_label_column_pools_decisions_not_classes():
+    # [n, 1] indicators: 1 tp, 1 fp, 1 fn, 1 tn -> micro P = R = F1 = 1/2 (not the 0/1 class average)
+    logits = np.array([[1.0], [1.0], [-1.0], [-1.0]])
+    labels = np.array([[1], [0], [1], [0]])
+    out = compute_task_metrics("multilabel", logits, labels, metrics=METRICS["multilabel"])
+    assert out == {"f1_micro": 0.5, "f1_macro": 0.5, "accuracy": 0.5, "hamming_accuracy": 0.5,
+                   "precision_micro": 0.5, "recall_micro": 0.5}
+
+
+def test_multilabel_no_positive_anywhere_scores_zero_f1():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compute_task_metrics("multilabel", np.full((2, 3), -1.0), np.zeros((2, 3)), metrics=METRICS["multilabel"])
+    assert out == {"f1_micro": 0.0, "f1_macro": 0.0, "accuracy": 1.0, "hamming_accuracy": 1.0,
+                   "precision_micro": 0.0, "recall_micro": 0.0}
+
+
+def test_token_classification_no_entities_anywhere():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = compute_task_metrics("token_classification", np.array([[O_, O_, PAD]]), np.array([[O_, O_, PAD]]),
+                                   id2label=BIO)
+    assert out == {"f1": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 1.0}
+
+
+def test_token_classification_fully_ignored_row_is_skipped():
+    # row 1 is all -100 (e.g. a truncated example): it adds no tokens and no entities; its predictions do not count
+    labels = np.array([[B_, I_, O_], [PAD, PAD, PAD]])
+    pred = np.array([[B_, I_, O_], [B_, B_, B_]])
+    out = compute_task_metrics("token_classification", pred, labels, id2label=BIO)
+    assert out == {"f1": 1.0, "precision": 1.0, "recall": 1.0, "accuracy": 1.0}
+
+
+def test_token_classification_typed_tags_and_underscore_spelling():
+    # "B_Chem" is read as "B-Chem"; a type mismatch inside a span splits it: gold Dis(0,1), pred Dis(0,0) + Chem(1,1)
+    tags = ["O", "B_Dis", "I_Dis", "B_Chem", "I_Chem"]
+    out = compute_task_metrics("token_classification", np.array([[1, 4, 0]]), np.array([[1, 2, 0]]), id2label=tags)
+    assert (out["precision"], out["recall"], out["f1"]) == (0.0, 0.0, 0.0)
+    assert out["accuracy"] == pytest.approx(2 / 3)
+    assert extract_entities(["B_Dis", "I_Chem"]) == {("Dis", 0, 0), ("Chem", 1, 1)}
+
+
+# --------------------------------------------------------------------------- the adapter's library inputs
+
+
+def test_metric_inputs_per_task_type():
+    pred, ref = metric_inputs("classification", one_hot_logits(np.array([2, 0]), 3), np.array([[2], [1]]))
+    assert pred.tolist() == [2, 0] and ref.tolist() == [2, 1]
+    pred, ref = metric_inputs("multilabel", np.array([[0.0, 0.5, -2.0]]), np.array([[1.0, 1.0, 0.0]]))
+    assert pred.tolist() == [[0, 1, 0]] and ref.tolist() == [[1, 1, 0]]  # threshold: logit > 0
+    pred, ref = metric_inputs("regression", np.array([[1.5], [2.0]]), np.array([1, 2]))
+    assert pred.tolist() == [1.5, 2.0] and ref.dtype == np.float64
+    pred, ref = metric_inputs("token_classification", np.array([[B_, I_, I_], [O_, O_, O_]]),
+                              np.array([[B_, PAD, I_], [PAD, PAD, PAD]]), id2label={"0": "O", "1": "B-D", "2": "I-D"})
+    assert (pred, ref) == ([["B-D", "I-D"]], [["B-D", "I-D"]])  # -100 removed, the empty row dropped
+
+
+# --------------------------------------------------------------------------- the evaluate hook
+
+
+def _exact_sequence_metric():
+    """A locally built ``evaluate`` metric (no Hub): the fraction of examples whose whole tag sequence is right."""
+    import datasets
+    import evaluate
+
+    class ExactSequence(evaluate.Metric):
+        def _info(self):
+            strings = datasets.Sequence(datasets.Value("string"))
+            return evaluate.MetricInfo(description="exact tag sequences", citation="", inputs_description="",
+                                       features=datasets.Features({"predictions": strings, "references": strings}))
+
+        def _compute(self, predictions, references):
+            hits = sum(p == r for p, r in zip(predictions, references))
+            return {"exact": hits / len(references), "counts": {"hits": hits, "examples": len(references)}}
+
+    return ExactSequence()
+
+
+def test_make_compute_metrics_adds_an_evaluate_module_fed_by_the_adapter():
+    from transformers import EvalPrediction
+
+    compute = make_compute_metrics("token_classification", id2label=BIO, metric_module=_exact_sequence_metric())
+    labels = np.array([[B_, I_, PAD], [O_, B_, O_], [PAD, PAD, PAD]])
+    pred = np.array([[B_, I_, O_], [O_, O_, O_], [B_, B_, B_]])
+    out = compute(EvalPrediction(predictions=one_hot_logits(pred, 3), label_ids=labels))
+    # 2 labelled rows, row 0 exact -> 1/2; nested results are flattened; the built-in metrics stay
+    assert out["exact"] == 0.5 and out["counts_hits"] == 1.0 and out["counts_examples"] == 2.0
+    assert out["f1"] == pytest.approx(2 / 3) and out["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_make_compute_metrics_rejects_a_module_without_compute():
+    with pytest.raises(TypeError, match="compute"):
+        make_compute_metrics("classification", metric_module=object())
+
+
+def test_trainer_takes_an_evaluate_module_per_task(suite, tokenized, tmp_path):
+    from utils import tiny_model, tiny_tokenizer
+
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.trainer import MultiTaskTrainer
+
+    class Agreement:  # the smallest thing the hook takes: an object with compute(predictions=, references=)
+        def compute(self, *, predictions, references):
+            return {"agreement": float(np.mean(np.equal(predictions, references))), "n_refs": len(references)}
+
+    tasks = ["sent", "ner"]
+    trainer = MultiTaskTrainer(
+        model=tiny_model(suite.subset(tasks)),
+        args=MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", disable_tqdm=True, use_cpu=True),
+        eval_dataset={t: tokenized[t]["validation"] for t in tasks},
+        processing_class=tiny_tokenizer(),
+        compute_metrics={"sent": Agreement(), "ner": _exact_sequence_metric()},
+    )
+    metrics = trainer.evaluate()
+    # the module got class ids aligned with the references: its agreement is the built-in accuracy
+    assert metrics["eval_sent_agreement"] == pytest.approx(metrics["eval_sent_accuracy"])
+    assert metrics["eval_sent_n_refs"] == len(tokenized["sent"]["validation"])
+    assert 0.0 <= metrics["eval_ner_exact"] <= 1.0
+    assert metrics["eval_ner_counts_examples"] == len(tokenized["ner"]["validation"])
+    for key in ("eval_sent_mcc", "eval_ner_f1", "eval_ner_accuracy"):  # the built-in metrics stay
+        assert key in metrics, key
+
+
+def test_trainer_plain_function_per_task_replaces_the_builtin_metrics(suite, tokenized, tmp_path):
+    from utils import tiny_model, tiny_tokenizer
+
+    from hf_taskgroup.training.args import MultiTaskTrainingArguments
+    from hf_taskgroup.training.trainer import MultiTaskTrainer
+
+    trainer = MultiTaskTrainer(
+        model=tiny_model(suite.subset(["sent"])),
+        args=MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", disable_tqdm=True, use_cpu=True),
+        eval_dataset={"sent": tokenized["sent"]["validation"]},
+        processing_class=tiny_tokenizer(),
+        compute_metrics={"sent": lambda p: {"n": float(len(p.label_ids))}},
+    )
+    metrics = trainer.evaluate()
+    assert metrics["eval_sent_n"] == len(tokenized["sent"]["validation"])
+    assert "eval_sent_accuracy" not in metrics

@@ -48,12 +48,12 @@ without communication.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +427,7 @@ def collect_affinity(
     """
     import tempfile
 
+    from hf_taskgroup.artifacts import ArtifactWarning, model_fingerprint, stable_hash, tokenizer_fingerprint
     from hf_taskgroup.grouping.evaluators.text import suite_fingerprint
     from hf_taskgroup.training.train import train_group
 
@@ -434,14 +435,22 @@ def collect_affinity(
     seed = settings.seed if seed is None else int(seed)
     options = {"kind": kind, "every_k_steps": every_k_steps, "probe_batch_size": probe_batch_size,
                "task_subsample": task_subsample, "seed": seed, "lookahead_lr": lookahead_lr}
-    identity = {"suite": suite_fingerprint(suite, tasks), "tasks": tasks, "settings": settings.to_dict(), **options}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    identity = {"suite": suite_fingerprint(suite, tasks), "tasks": tasks, "settings": settings.to_dict(), **options,
+                "inputs": {"model": None if model is not None else model_fingerprint(settings.model_name_or_path),
+                           "tokenizer": tokenizer_fingerprint(tokenizer)}}
+    key = stable_hash(identity, length=64)
     if output_path is not None and Path(output_path).exists():
-        cached = AffinityResult.from_json(output_path)
-        if cached.params.get("cache_key") == key:
+        try:
+            cached = AffinityResult.from_json(output_path)
+        except Exception as err:  # noqa: BLE001 - a torn or foreign file is collected again
+            warnings.warn(f"{output_path}: cannot be loaded ({type(err).__name__}: {err}); collecting again",
+                          ArtifactWarning, stacklevel=2)
+            cached = None
+        if cached is not None and cached.params.get("cache_key") == key:
             logger.info("affinity collection: reusing %s", output_path)
             return cached
-        logger.warning("affinity collection: %s was made with other settings; collecting again", output_path)
+        if cached is not None:
+            logger.warning("affinity collection: %s was made with other settings; collecting again", output_path)
     collector = AffinityCollector(kind=kind, every_k_steps=every_k_steps, probe_batch_size=probe_batch_size,
                                   task_subsample=task_subsample, seed=seed, tasks=tasks, lookahead_lr=lookahead_lr)
     start = time.perf_counter()

@@ -12,7 +12,6 @@ Helpers turn evaluations into the quantities of Ayman, Mukhopadhyay & Laszka (ar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from hf_taskgroup.artifacts import stable_hash
 from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ def _json_default(obj: Any) -> Any:
 
 def group_key(tasks: Sequence[str], settings: Mapping[str, Any], seed: int) -> str:
     """sha256 hex digest of (sorted task names, settings as canonical JSON, seed): the cache key of a group."""
-    payload = _canonical_json({"tasks": list(canonical_group(tasks)), "settings": dict(settings), "seed": int(seed)})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    payload = {"tasks": list(canonical_group(tasks)), "settings": dict(settings), "seed": int(seed)}
+    _canonical_json(payload)  # finite numbers only: refuse what cannot be a key
+    return stable_hash(payload, length=64)  # the same text as _canonical_json, so existing caches stay valid
 
 
 def _clean_result(tasks: tuple[str, ...], raw: Mapping[str, Mapping[str, float]], origin: str) -> GroupResult:
@@ -251,13 +252,14 @@ class CachedEvaluator:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         wanted = [canonical_group(g) for g in groups]
         todo = [g for g in dict.fromkeys(wanted) if not self.is_cached(g)]
-        from tqdm.auto import tqdm
+        from hf_taskgroup.log import progress_bar
 
         desc = f"training groups ({len(wanted) - len(todo)} of {len(wanted)} cached)"
         if self.batch_train_fn is None:
             self._train_dispatched(todo, desc=desc, progress=progress)
         else:
-            with tqdm(total=len(todo), desc=desc, unit="group", disable=not progress) as bar:
+            # nested: a grouping method calls this inside the pipeline's grouping stage
+            with progress_bar(total=len(todo), desc=desc, unit="group", nested=True, progress=progress) as bar:
                 for start in range(0, len(todo), chunk_size):
                     chunk = todo[start:start + chunk_size]
                     self._train_chunk(chunk)

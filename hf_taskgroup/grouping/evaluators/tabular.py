@@ -38,7 +38,8 @@ __all__ = [
     "train_tabular_groups",
 ]
 
-TASK_TYPES = ("classification", "regression")
+#: The task types a tabular suite supports (a subset of :data:`hf_taskgroup.data.tasks.TASK_TYPES`).
+TABULAR_TASK_TYPES = ("classification", "regression")
 
 #: Defaults of :func:`train_tabular_group`: small enough for hundreds of trainings on a CPU.
 DEFAULT_TRAIN_KWARGS: dict[str, Any] = {
@@ -114,8 +115,8 @@ class TabularSuite:
     ) -> TabularSuite:
         """Split each task (seeded; per class for classification), standardise features with the training
         rows of all tasks and, for regression, targets per task with that task's training statistics."""
-        if task_type not in TASK_TYPES:
-            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        if task_type not in TABULAR_TASK_TYPES:
+            raise ValueError(f"task_type must be one of {TABULAR_TASK_TYPES}, got {task_type!r}")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
             raise ValueError(f"need 0 <= val_fraction, test_fraction and val+test < 1; got {val_fraction}, {test_fraction}")
         tasks = [str(t) for t in features]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_taskgroup.artifacts import data_fingerprint, model_fingerprint, tokenizer_fingerprint
 from hf_taskgroup.grouping.evaluators.base import CachedEvaluator, MetricObjective
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ ModelFactory = Callable[[dict[str, Any]], Any]  # model_factory(task_infos) -> M
 
 
 def suite_fingerprint(suite: Any, tasks: Sequence[str] | None = None) -> dict[str, Any]:
-    """A JSON-able identity of a suite's tasks: their specs, plus split fingerprints for in-memory data.
+    """A JSON-able identity of a suite's tasks: their specs, their data content
+    (:func:`~hf_taskgroup.artifacts.data_fingerprint`), plus split fingerprints for in-memory data.
 
     >>> from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
     >>> suite_fingerprint(TaskSuite([TaskSpec(name="a", data_files={"train": "a.jsonl"})], name="s"))["name"]
@@ -42,6 +44,7 @@ def suite_fingerprint(suite: Any, tasks: Sequence[str] | None = None) -> dict[st
         if getattr(spec, "data", None) is not None:
             data = spec.load()
             entry["data_fingerprints"] = {split: getattr(ds, "_fingerprint", None) for split, ds in data.items()}
+        entry["data_content"] = data_fingerprint(spec)  # the files' bytes: an edited file is a new suite
         specs[name] = entry
     return {"name": suite.name, "tasks": specs}
 
@@ -116,7 +119,10 @@ def make_suite_evaluator(
 
     if objective not in ("loss", "metric"):
         raise ValueError(f"objective must be 'loss' or 'metric', got {objective!r}")
-    key_settings = {"train": settings.to_dict(), "suite": suite_fingerprint(suite), "eval_split": eval_split}
+    key_settings = {"train": settings.to_dict(), "suite": suite_fingerprint(suite), "eval_split": eval_split,
+                    # the encoder's files and the tokenizer (a custom model_factory is identified by the settings)
+                    "inputs": {"model": None if model_factory is not None else model_fingerprint(settings.model_name_or_path),
+                               "tokenizer": tokenizer_fingerprint(tokenizer)}}
     evaluator = CachedEvaluator(train_fn, cache_dir, settings=key_settings, seed=settings.seed, executor=executor)
     if objective == "loss":
         return evaluator

@@ -29,7 +29,6 @@ saved seed on resume. Groups trained after the last save are answered by the eva
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_taskgroup.artifacts import stable_hash
 from hf_taskgroup.grouping.evaluators.base import GroupEvaluator, group_gain, prefetch
 from hf_taskgroup.grouping.methods.baselines import sample_partition
 from hf_taskgroup.grouping.methods.search_predictor import (
@@ -252,7 +252,7 @@ class _Search:
 
 
 def _fingerprint(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return stable_hash(payload, length=64)
 
 
 @register_method(

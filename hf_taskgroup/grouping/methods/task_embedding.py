@@ -21,17 +21,18 @@ the training set per task (recorded in ``Grouping.cost``); embeddings are cached
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hf_taskgroup.artifacts import ArtifactWarning, stable_hash
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
 from hf_taskgroup.utils import atomic_write_json
@@ -115,7 +116,7 @@ def _cache_key(suite: Any, task: str, settings: Any, max_examples: int | None) -
 
     identity = {"suite": suite_fingerprint(suite, [task]), "settings": settings.to_dict(),
                 "max_examples": max_examples, "target": GRADIENT_TARGET}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return stable_hash(identity, length=64)
 
 
 def compute_task_embeddings(
@@ -145,7 +146,11 @@ def compute_task_embeddings(
         key = _cache_key(suite, task, settings, max_examples)
         path = Path(cache_dir) / f"{task}.{key[:16]}.json" if cache_dir is not None else None
         if path is not None and path.exists():
-            entry = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                warnings.warn(f"{path}: unreadable ({err}); computing it again", ArtifactWarning, stacklevel=2)
+                entry = {}
             if entry.get("key") == key:
                 out[task] = np.asarray(entry["embedding"], dtype=float)
                 continue

@@ -1,0 +1,173 @@
+"""The stable hash, the input fingerprints and the artifact store (manifests with size, sha256, fingerprint)."""
+
+import hashlib
+import json
+import os
+import stat
+import warnings
+
+import numpy as np
+import pytest
+
+from hf_taskgroup.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    ArtifactWarning,
+    ModelNotFoundError,
+    canonical_json,
+    check_model_path,
+    data_fingerprint,
+    model_fingerprint,
+    stable_hash,
+    tokenizer_fingerprint,
+    verified_folder,
+)
+from hf_taskgroup.data.tasks import TaskSpec
+from hf_taskgroup.utils import atomic_write_json, atomic_write_text
+
+
+def test_stable_hash_is_canonical():
+    assert stable_hash({"b": 1, "a": [1.0, (2, 3)]}) == stable_hash({"a": [1.0, [2, 3]], "b": 1})
+    assert stable_hash({"x": np.float64(0.1), "n": np.int64(3)}) == stable_hash({"x": 0.1, "n": 3})
+    assert stable_hash({"s": {"b", "a"}}) == stable_hash({"s": ["a", "b"]})
+    assert stable_hash({"lr": 1e-3}) != stable_hash({"lr": 1e-4})
+    assert stable_hash(1) != stable_hash(True) and stable_hash(1) != stable_hash("1")
+    # non-finite floats are hashed (tagged), not refused and not confused with strings
+    assert canonical_json(float("nan")) == '{"__float__":"nan"}'
+    assert stable_hash(float("inf")) != stable_hash(float("-inf"))
+    assert len(stable_hash("x", length=64)) == 64
+
+
+def test_stable_hash_refuses_values_whose_text_changes_every_run():
+    with pytest.raises(TypeError, match="memory address"):
+        stable_hash({"f": object()})
+
+
+def test_evaluator_cache_keys_keep_their_format():
+    """Existing evaluator caches stay readable: the key is the sha256 of the same canonical JSON as before."""
+    from hf_taskgroup.grouping.evaluators.base import group_key
+
+    settings = {"lr": 0.1, "layers": (1, 2), "name": "x"}
+    legacy = json.dumps({"tasks": ["a", "b"], "settings": {"lr": 0.1, "layers": [1, 2], "name": "x"}, "seed": 3},
+                        sort_keys=True, separators=(",", ":"))
+    assert group_key(["b", "a"], settings, 3) == hashlib.sha256(legacy.encode()).hexdigest()
+
+
+def test_store_reuses_only_verified_artifacts(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.write_json("runs/a/seed0.json", {"loss": 0.25}, fingerprint="f1")
+    assert store.read_json("runs/a/seed0.json", fingerprint="f1") == {"loss": 0.25}
+    assert store.reused == ["runs/a/seed0.json"]
+    # other inputs: stale, recomputed silently (no warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.read_json("runs/a/seed0.json", fingerprint="f2") is None
+    # truncated: named in one warning, treated as missing
+    path = tmp_path / "runs/a/seed0.json"
+    path.write_bytes(path.read_bytes()[:5])
+    with pytest.warns(ArtifactWarning, match=r"seed0\.json has 5 bytes") as record:
+        assert store.read_json("runs/a/seed0.json", fingerprint="f1") is None
+    assert len(record) == 1
+    # same size, edited content: caught by the checksum
+    store.write_json("b.json", {"v": 1})
+    (tmp_path / "b.json").write_text((tmp_path / "b.json").read_text().replace("1", "2"))
+    with pytest.warns(ArtifactWarning, match="sha256"):
+        assert not store.check("b.json").ok
+    # an artifact without a manifest (killed before sealing, or an older version) is not reused
+    atomic_write_json(tmp_path / "c.json", {"v": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # benign (a kill before sealing): recomputed without a warning
+        assert store.read_json("c.json") is None
+    assert "no manifest" in store.check("c.json").detail
+    with pytest.raises(ArtifactError, match="no manifest"):
+        store.require("c.json", action="publish")
+    assert store.check("missing.json").status == "missing"
+
+
+def test_store_takes_paths_relative_to_its_root_or_already_under_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = ArtifactStore("out")  # a relative output folder, as `--output_dir out` gives
+    store.write_json("out/groupings/a.json", {"v": 1}, fingerprint="f")
+    store.write_json("groupings/b.json", {"v": 2}, fingerprint="f")
+    assert (tmp_path / "out" / "groupings" / "a.json").is_file() and not (tmp_path / "out" / "out").exists()
+    assert store.read_json("groupings/a.json", fingerprint="f") == {"v": 1}
+    assert store.read_json("out/groupings/b.json", fingerprint="f") == {"v": 2}
+    assert store.reused == ["groupings/a.json", "groupings/b.json"]
+
+
+def test_store_verifies_folders_file_by_file(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "config.json").write_text("{}")
+    store = ArtifactStore(tmp_path)
+    store.seal("model", fingerprint="f")
+    assert store.check("model", fingerprint="f").ok
+    assert verified_folder(folder) == folder
+    (folder / "extra.bin").write_bytes(b"x")
+    with pytest.warns(ArtifactWarning, match="not in its manifest"):
+        assert not store.check("model").ok
+    (folder / "extra.bin").unlink()
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    with pytest.warns(ArtifactWarning, match=r"model\.safetensors has 100 bytes, expected 4096"):
+        assert store.check("model", fingerprint="f").status == "corrupt"
+    with pytest.raises(ArtifactError, match="refusing to publish .*model.safetensors has 100 bytes"):
+        verified_folder(folder)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode)
+
+
+def test_data_fingerprint_follows_file_content_not_location(tmp_path):
+    for d in ("one", "two"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "train.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    a = TaskSpec(name="t", data_files={"train": str(tmp_path / "one" / "train.jsonl")})
+    b = TaskSpec(name="t", data_files={"train": str(tmp_path / "two" / "train.jsonl")})
+    assert data_fingerprint(a) == data_fingerprint(b)
+    before = data_fingerprint(a)
+    (tmp_path / "one" / "train.jsonl").write_text('{"text": "b", "label": "x"}\n')
+    assert data_fingerprint(a) != before
+    assert data_fingerprint(TaskSpec(name="t", label_column="y", data_files=a.data_files)) != data_fingerprint(a)
+
+
+def test_model_and_tokenizer_fingerprints(tmp_path):
+    from utils import tiny_tokenizer
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 10)
+    before = model_fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"b" * 10)
+    assert model_fingerprint(tmp_path) != before
+    assert model_fingerprint("org/name") != model_fingerprint("org/name", revision="v2")
+    tok = tiny_tokenizer()
+    before = tokenizer_fingerprint(tok)
+    tok(["good the"], truncation=True, max_length=3, padding="max_length")  # call-time state is not identity
+    assert tokenizer_fingerprint(tok) == before == tokenizer_fingerprint(tiny_tokenizer())
+    assert tokenizer_fingerprint(tiny_tokenizer()) != tokenizer_fingerprint(tiny_tokenizer(["x", "y"]))
+    assert tokenizer_fingerprint(None) is None
+
+
+def test_check_model_path_names_the_missing_folder(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
+    assert check_model_path(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ModelNotFoundError, match=f"model folder not found: {tmp_path}/nope"):
+        check_model_path(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        check_model_path(str(tmp_path / "empty"))
+    assert check_model_path("org/model") == "org/model"  # a Hub id is left to the Hub client
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
+        check_model_path("org/surely-not-cached-model")
