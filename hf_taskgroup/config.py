@@ -45,7 +45,7 @@ __all__ = [
     "ExecutorArguments", "RecommendArguments",
     "TrainJobArguments", "PVIJobArguments", "PrecisionArguments", "GroupJobArguments",
     "PipelineConfig", "TrainCommandConfig", "PVICommandConfig", "GroupCommandConfig", "LLMArguments",
-    "LLMRunArguments", "LLMCommandConfig",
+    "LLMRunArguments", "LLMCommandConfig", "ExportCommandConfig",
     "ConfigParser", "make_parser", "parse_config", "load_config_file", "config_to_cli",
 ]
 
@@ -477,6 +477,8 @@ class PublishArguments(ConfigBase):
         "whose groups get model folders and cards, on purpose (default: the recommendation; the first method "
         "when --recommend is off)"))
     hub_prefix: str | None = knob(None, help="repo prefix, e.g. my-user/demo -> my-user/demo-group0, my-user/demo-pvi")
+    overwrite: bool = knob(False, help="replace what the Hub repos already hold (PVI configs with PVI values, a model "
+                                       "repo holding other files); without it such a push is refused before uploading")
 
 
 @dataclass
@@ -559,6 +561,8 @@ class TrainJobArguments(ConfigBase):
     output_dir: str = knob("outputs/train", help="where the metrics JSON (and models) go")
     metrics_file: str | None = knob(None, help="where to write the metrics JSON (default: output_dir/metrics.json)")
     save_model: bool = knob(False, help="save the trained model(s) under output_dir")
+    merge_lora: bool = knob(False, help="lora + save_model: save merged standalone weights instead of the adapter "
+                                        "(the adapter folder records its base encoder and reloads while it is available)")
 
 
 @dataclass
@@ -778,7 +782,7 @@ class TrainCommandConfig(TrainJobArguments, SeedArguments, GroupTrainingArgument
             num_train_epochs=self.resolved("num_train_epochs"), learning_rate=self.resolved("learning_rate"),
             per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=64, seed=self.seed,
             data_seed=self.seed, task_sampling=self.task_sampling, save_strategy="no", eval_strategy="no",
-            report_to="none", logging_strategy="no", disable_tqdm=False,
+            report_to="none", logging_strategy="no", disable_tqdm=False, merge_lora=self.merge_lora,
         )
         values.update(extra)
         return MultiTaskTrainingArguments(**values)
@@ -814,6 +818,29 @@ class PVICommandConfig(PVIJobArguments, HubArguments, SeedArguments, PVIArgument
     def cli_command(self) -> str:
         """The ``hf-taskgroup pvi`` command that repeats this run (finished tasks are skipped on a re-run)."""
         return config_to_cli(self, "hf-taskgroup pvi", skip=("training_args", "no_progress", "private"))
+
+
+@dataclass
+class ExportCommandConfig(ConfigBase):
+    """``hf-taskgroup export``: one task of a grouped model as a single-task checkpoint for ``pipeline()``.
+
+    Example::
+
+        >>> ExportCommandConfig(model="outputs/run/models/pvi/hoc", task="hoc", output_dir="exports/hoc").task
+        'hoc'
+    """
+
+    model: str | None = knob(None, help="the grouped model: a saved folder or a Hub repo id (required)")
+    task: str | None = knob(None, help="the task (head) to export (required)")
+    output_dir: str | None = knob(None, help="folder to write the single-task checkpoint to (required)")
+    allow_custom_code: bool = knob(True, help="write heads that no standard transformers class can hold as custom "
+                                              "code (trust_remote_code=True); --no_allow_custom_code refuses them")
+
+    def _check(self) -> None:
+        missing = [f"--{name}" for name in ("model", "task", "output_dir") if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"export needs {', '.join(missing)} (e.g. --model outputs/run/models/pvi/<group> "
+                              "--task <task> --output_dir exports/<task>)")
 
 
 @dataclass

@@ -178,6 +178,14 @@ class Pipeline:
         return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings,
                               recommendation)
 
+    def _card_training(self) -> dict[str, Any]:
+        """The training hyperparameters the grouped models were actually trained with (for the model cards)."""
+        used = self.config.train_settings(self.config.seeds[0]).to_dict()
+        return {"finetune": used["finetune"], "epochs": used["num_train_epochs"], "learning_rate": used["learning_rate"],
+                "batch_size": used["per_device_train_batch_size"], "max_length": used["max_length"],
+                "task_sampling": used["task_sampling"], "weight_decay": used["weight_decay"],
+                "warmup_steps": used["warmup_steps"], "eval_split": self.config.eval_split}
+
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
         try:
@@ -369,9 +377,13 @@ class Pipeline:
 
     def _store_run(self, key: str, tasks: list[str], seed: int, stamp: str,
                    outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> dict[str, Any]:
+        from hf_taskgroup.publishing.models import share_encoder_weights
+
         res, model_files = outcome
         if model_files is not None:  # the model first: a seed file on disk means its model is complete
             _write_folder(self.out / "runs" / key / "model", model_files)
+            # frozen runs: the unchanged encoder is stored once per run (runs/_shared), linked from every folder
+            share_encoder_weights(self.out / "runs" / key / "model", self.out / "runs" / "_shared")
             self.store.seal(self.out / "runs" / key / "model", fingerprint=stamp)
         res["stamp"] = stamp
         res["group"] = tasks
@@ -407,9 +419,10 @@ class Pipeline:
             self.store.discard(target)  # a fresh copy: nothing of an older model stays behind
             card = build_group_card_data(
                 grouping=grouping, group_index=index, evaluation=ev, suite=self.suite,
-                encoder=self._model_label(), training=self._settings_stamp(),
+                encoder=self._model_label(), training=self._card_training(),
                 seeds=recommendation.seeds if method == "recommended" else self.config.seeds,
                 verdicts=card_verdicts(recommendation, method, group),
+                pvi_dataset_repo=f"{self.config.hub_prefix}-pvi" if self.config.push_to_hub else None,
             )
             write_group_model_folder(source, target, card)
             self.store.seal(target)
@@ -418,17 +431,19 @@ class Pipeline:
 
     def stage_publish(self, model_dirs: Mapping[str, Path]) -> dict[str, str]:
         """Push the PVI datasets and the published method's group models to the Hub."""
-        from hf_taskgroup.publishing.models import push_group_model
+        from hf_taskgroup.publishing.models import check_group_model_push, push_group_model
         from hf_taskgroup.publishing.pvi_dataset import push_pvi_datasets
 
         prefix = self.config.hub_prefix
         published = {}
         verify_all([*model_dirs.values(), *(self.out / "pvi" / t / "dataset" for t in self.tasks)])  # refuse unverified
-        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=True)
+        for i, folder in enumerate(model_dirs.values()):  # refuse (before any upload) to overwrite a model repo
+            check_group_model_push(folder, f"{prefix}-group{i}", overwrite=self.config.overwrite)
+        pushed = push_pvi_datasets(self.out / "pvi", f"{prefix}-pvi", private=self.config.private, overwrite=self.config.overwrite, suite=self.suite)
         published["pvi dataset"] = f"{prefix}-pvi ({len(pushed)} configs)"
         for i, (key, folder) in enumerate(model_dirs.items()):
             repo = f"{prefix}-group{i}"
-            sha = push_group_model(folder, repo, private=self.config.private)
+            sha = push_group_model(folder, repo, private=self.config.private, overwrite=self.config.overwrite)
             published[key] = f"{repo}@{sha}"
         atomic_write_json(self.out / "published.json", published)
         return published

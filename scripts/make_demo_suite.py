@@ -62,15 +62,19 @@ class DemoTask:
     tokens_column: str | None = None
     label_column: str = "label"
     label_order: tuple[str, ...] | None = None  # fixed label order; None = sorted union of labels
+    license: str | None = None  # SPDX-style Hub licence id of the source dataset ("other": see README.md)
 
 
 DEMO_TASKS: tuple[DemoTask, ...] = (
-    DemoTask("pubmedqa", "pubmedqa", "classification", (160, 40, 80), text_columns=("text_a", "text_b")),
+    DemoTask("pubmedqa", "pubmedqa", "classification", (160, 40, 80), text_columns=("text_a", "text_b"),
+             license="mit"),
     DemoTask(
-        "medical_abstracts", "medical_abstracts", "classification", (200, 50, 80), text_columns=("text_a",)
+        "medical_abstracts", "medical_abstracts", "classification", (200, 50, 80), text_columns=("text_a",),
+        license="cc-by-sa-3.0",
     ),
-    DemoTask("hoc", "hoc", "multilabel", (200, 50, 80), text_columns=("text_a",)),
-    DemoTask("biosses", "biosses", "regression", (None, None, None), text_columns=("text_a", "text_b")),
+    DemoTask("hoc", "hoc", "multilabel", (200, 50, 80), text_columns=("text_a",), license="gpl-3.0"),
+    DemoTask("biosses", "biosses", "regression", (None, None, None), text_columns=("text_a", "text_b"),
+             license="gpl-3.0"),
     DemoTask(
         "ncbi_disease",
         "ner_NCBI-disease",
@@ -78,6 +82,7 @@ DEMO_TASKS: tuple[DemoTask, ...] = (
         (240, 60, 100),
         tokens_column="tokens",
         label_order=("O", "B", "I"),
+        license="other",
     ),
 )
 
@@ -200,6 +205,8 @@ def suite_entry(task: DemoTask, names: list[str] | None) -> dict[str, Any]:
     if names is not None:
         entry["label_names"] = names
     entry["data_files"] = {split: f"{task.name}/{split}.jsonl" for split in SPLITS}
+    if task.license:
+        entry["license"] = task.license
     return entry
 
 

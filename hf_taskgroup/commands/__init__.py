@@ -12,4 +12,4 @@ Each module here declares its subcommand from the configuration spine (:mod:`hf_
 The CLI (:mod:`hf_taskgroup.cli`) builds the parsers, reads ``--config file.yaml`` and handles errors.
 """
 
-COMMAND_MODULES = ("run", "train", "pvi", "group", "llm")
+COMMAND_MODULES = ("run", "train", "pvi", "group", "llm", "export")

@@ -46,12 +46,15 @@ def run_and_push(job: PVICommandConfig, *, tokenizer: Any = None, model_factory:
 
 def push_results(job: PVICommandConfig, tasks: list[str], *, echo: Callable[[str], None] = print) -> int:
     """Push the PVI datasets of ``tasks``; on failure keep every local artifact and print the re-run (exit 1)."""
+    from hf_taskgroup.data.tasks import TaskSuite
+    from hf_taskgroup.demo import DEMO_SUITE_PATH
     from hf_taskgroup.publishing.pvi_dataset import PVIConfigExistsError, PVIPushError, push_pvi_datasets
 
+    suite = TaskSuite.from_yaml(job.suite or DEMO_SUITE_PATH)  # licences and sources for the dataset card
     try:
         pushed = push_pvi_datasets(job.output_dir, job.hub_dataset_id, tasks=tasks,
                                    one_repo_per_task=job.one_repo_per_task, overwrite=job.overwrite,
-                                   private=job.private)
+                                   private=job.private, suite=suite)
     except PVIConfigExistsError as err:
         echo(f"Push refused: {err}\nLocal artifacts are kept in {job.output_dir}. Re-run with --overwrite to "
              f"replace the PVI values on the Hub:\n    {job.cli_command()} --overwrite")

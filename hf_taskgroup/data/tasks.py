@@ -69,6 +69,7 @@ class TaskSpec:
         description: what the task is (shown in cards and in prompts to causal LMs).
         prompt: the instruction given to a prompted causal LM (``hf-taskgroup llm``) instead of the default.
         label_words: how a prompted causal LM says each label (a list in label order, or ``{label: words}``).
+        license: the data's licence (a Hub licence id such as ``mit``; ``other`` when none fits), for model cards.
 
     Example::
 
@@ -89,6 +90,7 @@ class TaskSpec:
     data: Any = None
     label_names: list[Any] | None = None
     description: str | None = None
+    license: str | None = None  # the data's licence as a Hub licence id (e.g. "mit", "cc-by-4.0"); goes into model cards
     prompt: str | None = None
     label_words: list[str] | dict[str, str] | None = None
     _loaded: Any = field(default=None, init=False, repr=False, compare=False)
@@ -189,7 +191,7 @@ class TaskSpec:
             out["text_columns"] = list(self.text_columns)
         out["label_column"] = self.label_column
         for key in ("data_files", "dataset", "config", "revision", "splits", "label_names", "description", "prompt",
-                    "label_words"):
+                    "label_words", "license"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_taskgroup.publishing.pvi_dataset import _template_path
+from hf_taskgroup.publishing.pvi_dataset import _template_path, public_value
 from hf_taskgroup.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,58 @@ METHOD_DESCRIPTIONS = {
     "random": "Baseline: a random partition of the tasks.",
 }
 
+#: BibTeX of the papers behind each grouping method (the card cites the method that made this model's group).
+METHOD_BIBTEX = {
+    "pvi": [
+        "@article{li2025pvigrouping,\n  title = {Identifying Task Groupings for Multi-Task Learning Using Pointwise "
+        "V-Usable Information},\n  author = {Li, Yingya and Miller, Timothy and Bethard, Steven and Savova, Guergana},\n"
+        "  journal = {Journal of Biomedical Informatics},\n  pages = {104881},\n  year = {2025},\n"
+        "  doi = {10.1016/j.jbi.2025.104881},\n  eprint = {2410.12774},\n  archivePrefix = {arXiv}\n}",
+        "@inproceedings{ethayarajh2022understanding,\n  title = {Understanding Dataset Difficulty with "
+        "{$\\mathcal{V}$}-Usable Information},\n  author = {Ethayarajh, Kawin and Choi, Yejin and Swayamdipta, Swabha},\n"
+        "  booktitle = {Proceedings of the 39th International Conference on Machine Learning},\n  series = {PMLR},\n"
+        "  volume = {162},\n  pages = {5988--6008},\n  year = {2022}\n}",
+    ],
+    "tag": [
+        "@inproceedings{fifty2021efficiently,\n  title = {Efficiently Identifying Task Groupings for Multi-Task "
+        "Learning},\n  author = {Fifty, Christopher and Amid, Ehsan and Zhao, Zhe and Yu, Tianhe and Anil, Rohan and "
+        "Finn, Chelsea},\n  booktitle = {Advances in Neural Information Processing Systems},\n  volume = {34},\n"
+        "  year = {2021}\n}",
+    ],
+    "transfer_gain": [
+        "@misc{wang2024principled,\n  title = {Towards Principled Task Grouping for Multi-Task Learning},\n"
+        "  author = {Wang, Chenguang and Pan, Xuanhao and Yu, Tianshu},\n  year = {2024},\n  eprint = {2402.15328},\n"
+        "  archivePrefix = {arXiv}\n}",
+    ],
+    "affinity_search": [
+        "@misc{ayman2023taskgrouping,\n  title = {Task Grouping for Automated Multi-Task Machine Learning via Task "
+        "Affinity Prediction},\n  author = {Ayman, Afiya and Mukhopadhyay, Ayan and Laszka, Aron},\n  year = {2023},\n"
+        "  eprint = {2310.16241},\n  archivePrefix = {arXiv}\n}",
+    ],
+    "task_embedding": [
+        "@inproceedings{vu2020exploring,\n  title = {Exploring and Predicting Transferability across {NLP} Tasks},\n"
+        "  author = {Vu, Tu and Wang, Tong and Munkhdalai, Tsendsuren and Sordoni, Alessandro and Trischler, Adam and "
+        "Mattarella-Micke, Andrew and Maji, Subhransu and Iyyer, Mohit},\n  booktitle = {Proceedings of the 2020 "
+        "Conference on Empirical Methods in Natural Language Processing (EMNLP)},\n  pages = {7882--7926},\n"
+        "  year = {2020}\n}",
+    ],
+    "surrogate": [
+        "@article{li2023identification,\n  title = {Identification of Negative Transfers in Multitask Learning Using "
+        "Surrogate Models},\n  author = {Li, Dongyue and Nguyen, Huy L. and Zhang, Hongyang R.},\n"
+        "  journal = {Transactions on Machine Learning Research},\n  year = {2023}\n}",
+    ],
+    "grad_estimate": [
+        "@misc{li2024scalable,\n  title = {Scalable Multitask Learning Using Gradient-based Estimation of Task "
+        "Affinity},\n  author = {Li, Dongyue and Sharma, Aneesh and Zhang, Hongyang R.},\n  year = {2024},\n"
+        "  eprint = {2409.06091},\n  archivePrefix = {arXiv}\n}",
+    ],
+}
+#: Hub task ids of the task types; regression has no Hub task of its own and is filed under text-classification
+#: (with a one-output head), which the card states.
+_TASK_TYPE_WORDS = {"classification": "single-label classification", "multilabel": "multi-label classification",
+                    "regression": "regression, one real-valued output", "token_classification": "token classification"}
+_CORRELATION_METRICS = ("pearson", "spearman", "spearmanr", "pearsonr", "mcc", "matthews_correlation")
+
 T = TypeVar("T")
 
 
@@ -116,6 +168,38 @@ class MultiTaskModelCardData:
     plots: list[str] = field(default_factory=list)
     library_version: str | None = None
     generated_from_trainer: bool = False
+    task_licenses: dict[str, str] = field(default_factory=dict)
+    task_datasets: dict[str, dict[str, str]] = field(default_factory=dict)
+    not_learned: dict[str, str] = field(default_factory=dict)
+    pvi: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ licence, datasets, limitations
+    def resolved_license(self) -> tuple[str | None, str | None]:
+        """``(license, license_name)``: ``license`` if set; else the tasks' common licence; several different
+        licences give ``("other", "mixed")`` (the card body lists each task's)."""
+        if self.license:
+            return self.license, None
+        licences = sorted({str(self.task_licenses[t]) for t in self.tasks if self.task_licenses.get(t)})
+        if not licences:
+            return None, None
+        if len(licences) == 1:
+            return licences[0], None
+        return "other", "mixed"
+
+    def dataset_reference(self, task: str) -> dict[str, str]:
+        """``{"type": ..., "config"?: ...}`` of a task's data in ``model-index``: its Hub dataset id, else the
+        published PVI dataset repo (config = task), else the builder of its local files (``json``, ``csv``, ...;
+        ``custom`` for in-memory data) with the task name as config: never a bare task name as ``type``."""
+        ref = dict(self.task_datasets.get(task) or {})
+        if not ref.get("type"):
+            ref = {"type": "custom"}
+        if not ref.get("hub"):
+            ref["config"] = task  # local data: the builder names the format, the config names the task
+        return {k: v for k, v in ref.items() if k in ("type", "config")}
+
+    def negative_transfer(self) -> list[str]:
+        return [t for t in self.tasks if (g := _gain(self.results.get(t) or {})) is not None and g < 0]
+
 
     # ------------------------------------------------------------------ derived values
     def resolved_base_model(self) -> str | None:
@@ -149,9 +233,12 @@ class MultiTaskModelCardData:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"'value' must be a number, got {value!r}")
         metric = str(result.get("metric") or "score")
+        ttype = self.task_types.get(task, "")
+        ref = {"type": str(result["dataset"])} if result.get("dataset") else self.dataset_reference(task)
         return EvalResult(
-            task_type=_HUB_TASK_TYPES.get(self.task_types.get(task, ""), "text-classification"), task_name=task,
-            dataset_type=str(result.get("dataset") or task), dataset_name=task,
+            task_type=_HUB_TASK_TYPES.get(ttype, "text-classification"),
+            task_name=f"{task} ({_TASK_TYPE_WORDS[ttype]})" if ttype in _TASK_TYPE_WORDS else task,
+            dataset_type=ref["type"], dataset_name=task, dataset_config=ref.get("config"),
             dataset_split=str(result.get("split") or "test"), metric_type=metric, metric_name=metric,
             metric_value=float(value),
         )
@@ -185,8 +272,16 @@ class MultiTaskModelCardData:
             kwargs["datasets"] = datasets
         if self.language:
             kwargs["language"] = self.language
-        if self.license:
-            kwargs["license"] = self.license
+        license_id, license_name = _safe("license", self.resolved_license, (None, None))
+        if license_id:
+            kwargs["license"] = license_id
+        if license_name:
+            kwargs["license_name"] = license_name
+        if any(self.task_types.get(t) == "regression" for t in self.tasks):
+            kwargs["tags"] = [*kwargs["tags"], "text-regression"]
+        pvi = _safe("pvi", lambda: _plain(self.pvi), {})
+        if pvi:
+            kwargs["pvi"] = pvi
         eval_results = _safe("results", self.eval_results, [])
         if eval_results:
             kwargs["eval_results"] = eval_results
@@ -304,8 +399,16 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
         for task in data.tasks:
             labels = data.label_names.get(task)
             ttype = data.task_types.get(task, "–")
+            ref = data.task_datasets.get(task) or {}
+            source = ref.get("type")
+            if ref.get("hub"):
+                config = f" (config `{ref['config']}`)" if ref.get("config") else ""
+                dataset = f"[{source}](https://huggingface.co/datasets/{source}){config}"
+            else:
+                dataset = f"local `{source}` files" if source and source != "custom" else "in-memory / local data"
             rows.append({
-                "task": task, "type": ttype,
+                "task": task, "type": ttype, "dataset": dataset,
+                "license": data.task_licenses.get(task) or "–",
                 "labels": ", ".join(f"`{x}`" for x in labels) if labels else ("(a number)" if ttype == "regression" else "–"),
                 "input": {"text": "text", "pair": "text pair", "words": "words"}.get(
                     data.task_inputs.get(task, "words" if ttype == "token_classification" else "text"), "text"),
@@ -357,7 +460,7 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
     return {
         "title": data.model_name or data.model_id or "hf-taskgroup multi-task model",
         "repo": repo,
-        "encoder": data.encoder_name_or_path or data.base_model,
+        "encoder": public_value(data.encoder_name_or_path or data.base_model),
         "base_model": _safe("base_model", data.resolved_base_model, None),
         "pooling": training.get("pooling"),
         "trunk": list(trunk) if trunk else [],
@@ -367,8 +470,13 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
         "grouping": _safe("grouping", grouping, None),
         "results": results,
         "negative": [r["task"] for r in results if r["negative"]],
+        "not_learned": sorted(data.not_learned.items()),
+        "licenses": [(t, data.task_licenses.get(t) or "not recorded") for t in data.tasks],
+        "license": _safe("license", data.resolved_license, (None, None))[0],
+        "regression": [t for t in data.tasks if data.task_types.get(t) == "regression"],
+        "citations": _safe("citations", lambda: METHOD_BIBTEX.get(str((data.grouping or {}).get("method")), []), []),
         "plots": _safe("plots", plots, []),
-        "training": [(k, v) for k, v in _public(training).items() if v is not None],
+        "training": [(k, public_value(v)) for k, v in _public(training).items() if v is not None],
         "versions": _safe("framework versions", lambda: framework_versions(data.library_version), {}),
     }
 

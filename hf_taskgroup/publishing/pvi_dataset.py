@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,11 +45,13 @@ _SUMMARY_KEYS = ("task", "task_type", "settings", "v_information", "accuracy", "
 _SECRET_KEY = re.compile(r"token|secret|password|api_?key|credential", re.I)
 
 __all__ = [
+    "PVI_BIBTEX",
     "PVIConfigExistsError",
     "PVIPushError",
     "load_pvi_artifacts",
     "push_pvi_datasets",
     "render_pvi_dataset_card",
+    "task_sources",
 ]
 
 
@@ -129,11 +132,35 @@ def _template_path(name: str) -> Path:
     raise FileNotFoundError(f"Card template {name!r} not found; looked in: {', '.join(map(str, candidates))}")
 
 
+def public_value(value: Any) -> Any:
+    """``value`` with every local path replaced (recursively) by what may be published: the Hub id of a known
+    local model folder, else ``"<basename> (local)"``. Strings that are not existing absolute paths are kept.
+
+    Example::
+
+        >>> public_value({"model": "/home/me/models/tiny-bert", "epochs": 3})  # doctest: +SKIP
+        {'model': 'tiny-bert (local)', 'epochs': 3}
+    """
+    if isinstance(value, str):
+        if len(value) > 1 and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+            if os.path.exists(os.path.expanduser(value)) or value.startswith(("/tmp", "/home", "/root", "/Users")):
+                from hf_taskgroup.training.modeling import public_model_reference
+
+                return public_model_reference(value) or f"{Path(value).name} (local)"
+        return value
+    if isinstance(value, Mapping):
+        return {k: public_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public_value(v) for v in value]
+    return value
+
+
 def _card_record(summary: Mapping[str, Any], config_name: str) -> dict[str, Any]:
-    """The YAML record of one task: its summary (secret-looking settings removed) and its config name."""
-    record = {k: copy.deepcopy(v) for k, v in summary.items() if not _SECRET_KEY.search(k)}
+    """The YAML record of one task: its summary (secret-looking settings removed, local paths replaced by
+    :func:`public_value`) and its config name."""
+    record = {k: public_value(copy.deepcopy(v)) for k, v in summary.items() if not _SECRET_KEY.search(k)}
     record["settings"] = {
-        k: v for k, v in dict(summary.get("settings") or {}).items() if not _SECRET_KEY.search(k)
+        k: public_value(v) for k, v in dict(summary.get("settings") or {}).items() if not _SECRET_KEY.search(k)
     }
     record["config_name"] = config_name
     return record
@@ -143,17 +170,53 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+PVI_BIBTEX = (
+    "@inproceedings{ethayarajh2022understanding,\n  title = {Understanding Dataset Difficulty with "
+    "{$\\mathcal{V}$}-Usable Information},\n  author = {Ethayarajh, Kawin and Choi, Yejin and Swayamdipta, Swabha},\n"
+    "  booktitle = {Proceedings of the 39th International Conference on Machine Learning},\n  series = {PMLR},\n"
+    "  volume = {162},\n  pages = {5988--6008},\n  year = {2022}\n}"
+)
+_TASK_CATEGORIES = {"classification": "text-classification", "single_label_classification": "text-classification",
+                    "multilabel": "text-classification", "multi_label_classification": "text-classification",
+                    "regression": "text-classification", "token_classification": "token-classification"}
+_TASK_IDS = {"multilabel": "multi-label-classification", "multi_label_classification": "multi-label-classification",
+             "classification": "multi-class-classification", "single_label_classification": "multi-class-classification",
+             "regression": "text-scoring"}
+
+
+def task_sources(suite: Any, tasks: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """``{task: {"license": ..., "source_dataset": ...}}`` from a ``TaskSuite``: the data licence and where the data
+    came from (``extended|<hub id>`` for Hub datasets, ``extended|other-<task>`` for local files), as dataset cards
+    record them.
+
+    Example::
+
+        >>> task_sources(TaskSuite.from_yaml(DEMO_SUITE_PATH))["pubmedqa"]  # doctest: +SKIP
+        {'license': 'mit', 'source_dataset': 'extended|other-pubmedqa'}
+    """
+    out: dict[str, dict[str, str]] = {}
+    for task in tasks or suite.task_names:
+        spec = suite[task]
+        info = {"source_dataset": f"extended|{spec.dataset}" if spec.dataset else f"extended|other-{task}"}
+        if getattr(spec, "license", None):
+            info["license"] = str(spec.license)
+        out[task] = info
+    return out
+
+
 def render_pvi_dataset_card(
     summaries: Mapping[str, dict],
     repo_id: str,
     *,
     pretty_name: str | None = None,
     config_names: Mapping[str, str] | None = None,
+    sources: Mapping[str, Mapping[str, str]] | None = None,
 ) -> DatasetCard:
     """Render the dataset card for ``summaries`` (task -> ``summary.json`` content).
 
-    The YAML header gets ``pretty_name``, ``tags`` and a ``pvi_annotations`` block (task -> summary +
-    ``config_name``); the body records, per task, model, fine-tuning mode, epochs, null model, held-out
+    The YAML header gets ``pretty_name``, ``tags``, ``license`` (the tasks' licences), ``source_datasets``,
+    ``task_categories`` / ``task_ids`` (from the task types) and a ``pvi_annotations`` block (task -> summary +
+    ``config_name`` + licence and source; ``sources`` is :func:`task_sources`' result); the body records, per task, model, fine-tuning mode, epochs, null model, held-out
     scheme, V-information / accuracy / collapse / size per split, and how to load it
     (``load_dataset(repo_id, config)``). ``config_names`` (task -> config) defaults to the task names.
 
@@ -169,6 +232,8 @@ def render_pvi_dataset_card(
         settings = summary.get("settings") or {}
         config = config_names.get(task, task)
         records[task] = _card_record(summary, config)
+        for key, value in dict((sources or {}).get(task) or {}).items():
+            records[task][key] = value
         folds = settings.get("folds")
         heldout = settings.get("heldout", "–")
         splits = [
@@ -186,7 +251,7 @@ def render_pvi_dataset_card(
                 "task": task,
                 "config_name": config,
                 "task_type": summary.get("task_type", "–"),
-                "model": settings.get("model", "–"),
+                "model": public_value(settings.get("model", "–")),
                 "finetune": settings.get("finetune", "–"),
                 "epochs": settings.get("epochs", "–"),
                 "null": settings.get("null", "–"),
@@ -197,8 +262,18 @@ def render_pvi_dataset_card(
             }
         )
     pretty_name = pretty_name or f"PVI annotations: {repo_id.split('/')[-1]}"
+    licences = sorted({str(r["license"]) for r in records.values() if r.get("license")})
+    types = [str(r.get("task_type")) for r in records.values()]
+    extra: dict[str, Any] = {
+        "task_categories": sorted({_TASK_CATEGORIES[t] for t in types if t in _TASK_CATEGORIES}) or None,
+        "task_ids": sorted({_TASK_IDS[t] for t in types if t in _TASK_IDS}) or None,
+        "source_datasets": sorted({str(r["source_dataset"]) for r in records.values() if r.get("source_dataset")})
+        or None,
+        "license": (licences[0] if len(licences) == 1 else licences) or None,
+    }
     card_data = DatasetCardData(
-        pretty_name=pretty_name, tags=["pvi", "v-information", "hf-taskgroup"], pvi_annotations=records
+        pretty_name=pretty_name, tags=["pvi", "v-information", "hf-taskgroup"], pvi_annotations=records,
+        **{k: v for k, v in extra.items() if v is not None},
     )
     return DatasetCard.from_template(
         card_data,
@@ -206,6 +281,8 @@ def render_pvi_dataset_card(
         tasks=rows,
         repo_id=repo_id,
         pretty_name=pretty_name,
+        licenses=[(t, records[t].get("license") or "not recorded") for t in sorted(records)],
+        bibtex=PVI_BIBTEX,
     )
 
 
@@ -306,11 +383,13 @@ def _preflight(
     if conflicts and not overwrite:
         raise PVIConfigExistsError(
             f"Refusing to push: these configs already have a 'pvi' column: {'; '.join(conflicts)}. Nothing was "
-            "uploaded. Pass overwrite=True to replace their PVI values (remote splits missing locally are kept)."
+            "uploaded. Pass overwrite=True (--overwrite) to replace their PVI values (remote splits missing locally "
+            "are kept), or push to another repo id."
         )
     if dropped:
         raise PVIConfigExistsError(
-            f"Refusing to push, columns would be dropped: {'; '.join(dropped)}. Nothing was uploaded."
+            f"Refusing to push, columns would be dropped: {'; '.join(dropped)}. Nothing was uploaded. Add those "
+            "splits to the local PVI data or push to another repo id."
         )
 
 
@@ -345,8 +424,11 @@ def push_pvi_datasets(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str | None = None,
+    suite: Any = None,
 ) -> dict[str, str]:
     """Push PVI-annotated datasets and their dataset card; return task -> ``"repo_id@commit_sha"``.
+
+    ``suite`` (the ``TaskSuite`` the PVI was computed on) gives the card each task's licence and source dataset.
 
     Layout: one dataset repo ``repo_id`` with one config per task (config name = task name), or with
     ``one_repo_per_task=True`` one repo ``f"{repo_id}-{task}"`` per task (config ``default``). Each task
@@ -388,7 +470,8 @@ def push_pvi_datasets(
                 commit_message=commit_message or f"Add PVI annotations for task {task}",
             )
             data_landed = True
-            sha = _push_card(api, repo, {task: (summary, config)}, token)
+            source = task_sources(suite, [task]) if suite is not None and task in suite.task_names else {}
+            sha = _push_card(api, repo, {task: (summary, config)}, token, sources=source)
             state.sha = sha
             pushed[task] = f"{repo}@{sha}"
             logger.info("Pushed PVI data of task %r to %s", task, pushed[task])
@@ -402,10 +485,11 @@ def push_pvi_datasets(
         done = ", ".join(f"{t} -> {ref}" for t, ref in pushed.items()) or "none"
         where = f"on task {current!r}" if current else "while reading the remote repos (nothing was uploaded)"
         partial = " (its data landed but its card was not updated)" if data_landed else ""
+        cause = " ".join(str(err).split())
         raise PVIPushError(
-            f"Pushing PVI datasets failed {where}{partial}: {type(err).__name__}: {err}\n"
-            f"Pushed: {done}. Not pushed: {', '.join(not_pushed)}. Local artifacts in {pvi_dir} are untouched.\n"
-            f"Re-run for the rest with (add token=... if you passed one):\n    {rerun}",
+            f"Pushing PVI datasets to the Hub dataset repo {repo_id!r} failed {where}{partial}: "
+            f"{type(err).__name__}: {cause}. Pushed: {done}. Not pushed: {', '.join(not_pushed)}. Local artifacts in "
+            f"{pvi_dir} are untouched. Re-run for the rest with (add token=... if you passed one): {rerun}",
             pushed,
             not_pushed,
             rerun,
@@ -413,22 +497,28 @@ def push_pvi_datasets(
     return pushed
 
 
-def _push_card(api: HfApi, repo_id: str, new: Mapping[str, tuple[dict, str]], token: str | None) -> str:
+def _push_card(api: HfApi, repo_id: str, new: Mapping[str, tuple[dict, str]], token: str | None,
+               sources: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """Re-render the repo's card with the tasks already recorded there plus ``new`` (task -> (summary, config))."""
     state = _remote_state(api, repo_id, token)  # fresh: datasets just rewrote configs/dataset_info
     remote = state.card.data.to_dict() if state.card is not None else {}
     summaries: dict[str, dict] = {}
     configs: dict[str, str] = {}
+    known: dict[str, dict[str, str]] = {}
     for task, record in (remote.get("pvi_annotations") or {}).items():
         if record.get("config_name") in state.splits:  # only tasks whose config still exists
             summaries[task], configs[task] = record, record["config_name"]
+            known[task] = {k: record[k] for k in ("license", "source_dataset") if record.get(k)}
     for task, (summary, config) in new.items():
         summaries[task], configs[task] = summary, config
     card = render_pvi_dataset_card(
-        summaries, repo_id, pretty_name=remote.get("pretty_name"), config_names=configs
+        summaries, repo_id, pretty_name=remote.get("pretty_name"), config_names=configs,
+        sources={**known, **dict(sources or {})},
     )
-    for key, value in remote.items():  # keep configs, dataset_info, license, ... written by others
-        if key not in ("pretty_name", "tags", "pvi_annotations"):
+    ours = ("pretty_name", "tags", "pvi_annotations", "license", "source_datasets", "task_categories", "task_ids")
+    for key, value in remote.items():  # keep configs, dataset_info, ... written by others
+        if key not in ours or (key in ("license", "source_datasets", "task_categories", "task_ids")
+                               and card.data.get(key) is None):
             card.data[key] = value
     card.data["tags"] = list(dict.fromkeys([*(remote.get("tags") or []), *card.data["tags"]]))
     info = api.upload_file(

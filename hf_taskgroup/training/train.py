@@ -259,7 +259,14 @@ def train_group(
     if outputs:
         summary["outputs"] = outputs
     if save_model:
-        trainer.save_model(args.output_dir)
+        if getattr(trainer.model, "peft_config", None) is not None:
+            if trainer.is_world_process_zero():  # adapter + a base reference that resolves, or merged weights
+                from hf_taskgroup.training.modeling import save_lora_checkpoint
+
+                # the base reference is the encoder the model was built from (config.encoder_name_or_path)
+                save_lora_checkpoint(trainer.model, args.output_dir, merge=bool(getattr(args, "merge_lora", False)))
+        else:
+            trainer.save_model(args.output_dir)
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(args.output_dir)
     summary["trainer"] = trainer
@@ -320,12 +327,20 @@ def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
                           {**script_args.to_dict(), "tasks": suite.task_names})
     if script_args.mode not in ("mtl", "stl", "both"):
         raise ValueError(f"--mode must be mtl, stl or both, got {script_args.mode!r}")
-    settings = TrainSettings(
+    settings = TrainSettings(  # what the trainings use: training_args wins over the mode defaults
         model_name_or_path=script_args.model,
         finetune=training_args.finetune,
         pooling=script_args.pooling,
         trunk_hidden_sizes=_as_list(script_args.trunk_hidden_sizes, int),
         max_length=script_args.max_length,
+        num_train_epochs=float(training_args.num_train_epochs),
+        learning_rate=float(training_args.learning_rate),
+        per_device_train_batch_size=int(training_args.per_device_train_batch_size),
+        per_device_eval_batch_size=int(training_args.per_device_eval_batch_size),
+        weight_decay=float(training_args.weight_decay),
+        warmup_steps=float(training_args.warmup_steps),
+        task_sampling=training_args.task_sampling,
+        sampling_temperature=float(training_args.sampling_temperature),
         seed=training_args.seed,
     )
     root = Path(training_args.output_dir)
@@ -352,7 +367,15 @@ def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
             "train_seconds": sum(r["train_seconds"] for r in stl_results.values()),
             "num_parameters": sum(r["num_parameters"] for r in stl_results.values()),
         }
-    report = {"suite": suite.name, "tasks": suite.task_names, "settings": settings.to_dict(), "runs": runs}
+    used = {k: getattr(training_args, k) for k in (
+        "finetune", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "task_sampling",
+        "sampling_temperature", "seed", "lora_r", "lora_alpha", "lora_dropout", "merge_lora") if hasattr(training_args, k)}
+    settings_dict = {**settings.to_dict(), "model_name_or_path": script_args.model or "sentence-transformers/all-MiniLM-L6-v2"}
+    report = {"suite": suite.name, "tasks": suite.task_names, "settings": settings_dict,
+              "training_arguments": {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
+                                     for k, v in used.items()},
+              "mode": script_args.mode, "save_model": bool(script_args.save_model), "runs": runs}
     if training_args.process_index == 0:
         metrics_file = Path(script_args.metrics_file or root / "metrics.json")
         atomic_write_text(metrics_file, json.dumps(report, indent=2, default=str))

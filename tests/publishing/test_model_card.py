@@ -84,7 +84,8 @@ def test_base_model_present_for_repo_id_and_omitted_for_local_path(tmp_path, mon
 
     card = generate_model_card(_data(encoder_name_or_path=str(tmp_path)))
     assert "base_model" not in _header(card)
-    assert f"`{tmp_path}`" in card.text  # the local path is mentioned in the body instead
+    assert str(tmp_path) not in card.text  # never a local path in a card (issue 16): only the folder's name
+    assert f"`{tmp_path.name} (local)`" in card.text
 
     (tmp_path / "owner" / "name").mkdir(parents=True)  # looks like a repo id but is a local folder
     monkeypatch.chdir(tmp_path)
