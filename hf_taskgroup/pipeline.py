@@ -169,6 +169,8 @@ class Pipeline:
                                                 split=self.config.eval_split), **evaluations}
         if stop_after == "recommend":
             return None
+        if self.config.llm is not None:  # a prompted causal LM as one more column (trains nothing)
+            evaluations = {**evaluations, "llm": self._timed("llm", self.stage_llm, evaluations)}
         atomic_write_json(self.out / "evaluation.json", {m: ev.to_dict() for m, ev in evaluations.items()})
         model_dirs = self._timed("cards", self.stage_cards, groupings, evaluations, recommendation)
         published: dict[str, str] = {}
@@ -177,6 +179,15 @@ class Pipeline:
         report = self._timed("report", self.stage_report, evaluations, pvi, published, recommendation)
         return PipelineResult(self.out, groupings, evaluations, report, model_dirs, published, self.timings,
                               recommendation)
+
+    def stage_llm(self, evaluations: Mapping[str, MethodEvaluation]) -> MethodEvaluation:
+        """Score the prompted causal LM of ``config.llm`` on the evaluation split (resumable per task under
+        ``<output_dir>/llm``) and compare it with the single-task models."""
+        from hf_taskgroup.llm import evaluate_llm
+        from hf_taskgroup.llm.evaluate import llm_method_evaluation
+
+        results = evaluate_llm(self.suite, self.config.llm_arguments(), output_dir=self.out / "llm", progress=self.progress)
+        return llm_method_evaluation(results, next(iter(evaluations.values())))
 
     def _card_training(self) -> dict[str, Any]:
         """The training hyperparameters the grouped models were actually trained with (for the model cards)."""

@@ -292,6 +292,29 @@ def evaluate_llm(
     return results
 
 
+def llm_method_evaluation(results: Mapping[str, LLMTaskResult], reference: Any) -> Any:
+    """The LLM's scores as a report column: a :class:`~hf_taskgroup.report.evaluation.MethodEvaluation` named
+    ``llm`` whose rows compare each task's LLM score with its single-task score from ``reference`` (any method's
+    evaluation of the same run; every method shares the single-task baseline). Parameters are not counted
+    (the LLM trains nothing), so ``grouped_parameters`` is 0.
+    """
+    from hf_taskgroup.report.evaluation import MethodEvaluation, TaskRow
+    from hf_taskgroup.training.metrics import greater_is_better
+
+    rows = {}
+    for task, res in results.items():
+        ref = reference.rows[task]
+        if ref.metric != res.primary_metric:
+            raise ValueError(f"task {task!r}: the run reports {ref.metric!r}, the LLM {res.primary_metric!r}")
+        sign = 1.0 if greater_is_better(ref.metric) else -1.0
+        gain = sign * (res.score - ref.stl_mean)
+        rows[task] = TaskRow(task=task, metric=ref.metric, group=[task], stl_mean=ref.stl_mean, stl_std=ref.stl_std,
+                             mtl_mean=float(res.score), mtl_std=0.0, gain=gain, negative_transfer=gain < 0, seeds=1)
+    return MethodEvaluation(method="llm", groups=[[t] for t in results], rows=rows,
+                            stl_parameters=reference.stl_parameters, grouped_parameters=0,
+                            cost={"trainings": 0, "examples": sum(r.num_examples for r in results.values())})
+
+
 def format_llm_table(results: Mapping[str, LLMTaskResult]) -> str:
     """A plain-text table of the primary metric per task (with the caveats that apply)."""
     lines = [f"{'task':<20} {'metric':<10} {'llm':>7}  notes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -185,3 +186,26 @@ def test_mentions_round_trip_to_bio_tags():
     names = ["O", "B-Disease", "I-Disease", "B-Gene", "I-Gene"]
     # "tumor" alone matches both occurrences not already tagged: the second one
     assert mentions_to_tags(text, tokens, kinds, names) == typed
+
+
+def test_pipeline_llm_option_adds_an_llm_column_against_single_task(tok, tmp_path):
+    from test_pipeline import _pipeline
+
+    from hf_taskgroup.config import ConfigError, PipelineConfig
+
+    lm_dir = tmp_path / "lm"
+    tiny_lm(tok).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    result = _pipeline(tmp_path, recommend=False, llm={"model": str(lm_dir), "shots": 1, "max_examples": 4}).run()
+    llm = result.evaluations["llm"]
+    single = result.evaluations["pvi"]
+    for task, row in llm.rows.items():
+        saved = json.loads((tmp_path / "run" / "llm" / task / "summary.json").read_text())["result"]
+        assert row.mtl_mean == pytest.approx(saved["metrics"][saved["primary_metric"]])
+        assert saved["split"] == "test"  # the run's evaluation split
+        assert row.stl_mean == single.rows[task].stl_mean
+        assert row.gain == pytest.approx(row.mtl_mean - row.stl_mean)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "llm" in report["methods"]
+    with pytest.raises(ConfigError, match="--llm: unknown setting"):
+        PipelineConfig(llm={"model": "m", "shot": 2})

@@ -29,7 +29,8 @@ def _pipeline(tmp_path, **kw):
     suite = tiny_suite(("classification", "regression", "multilabel"))
     suite["sent"].license, suite["sim"].license, suite["hall"].license = "mit", "mit", "mit"
     values = dict(output_dir=str(tmp_path / "run"), methods=["all_in_one", "single_task"], num_train_epochs=1, batch_size=8,
-                  trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_num_train_epochs=1)
+                  trunk_hidden_sizes=[8], max_length=32, pvi_null="analytic", pvi_num_train_epochs=1,
+                  recommend=False)  # the publishing rules with the first method published (all_in_one)
     values.update(kw)
     return Pipeline(PipelineConfig(**values), suite=suite, tokenizer=tiny_tokenizer(), model_factory=_factory,
                     progress=False)
