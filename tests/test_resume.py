@@ -12,6 +12,7 @@ from utils import regression_rows, sentiment_rows, tiny_bert_config, tiny_tokeni
 from hf_taskgroup.artifacts import ArtifactError, ArtifactWarning
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.pipeline import Pipeline, PipelineConfig
+from hf_taskgroup.publishing.models import HEADS_SHARD
 from hf_taskgroup.report.evaluation import group_name
 from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel
 
@@ -119,10 +120,10 @@ def test_corrupt_artifacts_are_named_and_recomputed_and_never_published(tmp_path
     before = _results(out, first)
     published = first.model_dirs
     key, folder = next(iter(published.items()))
-    good_weights = (folder / "model.safetensors").read_bytes()
+    good_weights = (folder / HEADS_SHARD).read_bytes()
 
     # truncate one of each kind of artifact
-    weights = out / "runs" / key / "model" / "model.safetensors"
+    weights = out / "runs" / key / "model" / HEADS_SHARD  # trunk and heads (the encoder shard is shared)
     scores = out / "runs" / group_name(["sim"]) / "seed0.json"
     if key == group_name(["sim"]):
         scores = out / "runs" / group_name(["sent"]) / "seed0.json"
@@ -138,7 +139,7 @@ def test_corrupt_artifacts_are_named_and_recomputed_and_never_published(tmp_path
         assert len(named) == 1, (path, messages)
     assert _results(out, again) == before  # recomputed, same results
     # the retrained weights are whole: the published copy loads and equals the good one
-    assert (folder / "model.safetensors").read_bytes() == good_weights
+    assert (folder / HEADS_SHARD).read_bytes() == good_weights
     MultiTaskModel.from_pretrained(str(folder))
     reused = set(pipe.store.reused)
     assert not {"pvi/sent", "groupings/all_in_one.json", str(scores.relative_to(out))} & reused
@@ -156,8 +157,8 @@ def test_corrupt_artifacts_are_named_and_recomputed_and_never_published(tmp_path
     pipe.stage_publish(again.model_dirs)  # verified folders: pushed
     assert pushed
     pushed.clear()
-    with open(folder / "model.safetensors", "r+b") as f:
+    with open(folder / HEADS_SHARD, "r+b") as f:
         f.truncate(10)
-    with pytest.raises(ArtifactError, match=r"refusing to publish .*model\.safetensors has 10 bytes"):
+    with pytest.raises(ArtifactError, match=r"refusing to publish .*model-00002-of-00002\.safetensors has 10 bytes"):
         pipe.stage_publish(again.model_dirs)
     assert pushed == []
