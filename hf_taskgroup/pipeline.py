@@ -410,6 +410,29 @@ class Pipeline:
             return cached
         return self._store_run(group_name(tasks), tasks, seed, stamp, self._train(tasks, seed, keep_model))
 
+    def train_cached_many(self, jobs: list[tuple[list[str], int]]) -> list[dict[str, Any]]:
+        """:meth:`train_cached` for many ``(tasks, seed)`` at once: the uncached ones are dispatched together
+        through the run's executor (the recommendation's seeds and groups run side by side on Ray)."""
+        out: list[dict[str, Any] | None] = [None] * len(jobs)
+        todo = []
+        for i, (tasks, seed) in enumerate(jobs):
+            tasks = sorted(tasks)
+            cached, stamp = self._cached_run(tasks, seed, False)
+            if cached is not None:
+                out[i] = cached
+            else:
+                todo.append((i, tasks, seed, stamp))
+
+        def store(index: int, outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> None:
+            i, tasks, seed, stamp = todo[index]
+            out[i] = self._store_run(group_name(tasks), tasks, seed, stamp, outcome)
+
+        if todo:
+            train = _TrainJob(self.suite, self.config, self._tok(), self.model_factory)
+            self.executor.map(train, [(tasks, seed, False) for _, tasks, seed, _ in todo], on_result=store,
+                              desc="Recommendation", progress=self.progress)
+        return out  # type: ignore[return-value]
+
     def _train(self, tasks: list[str], seed: int, keep_model: bool) -> tuple[dict[str, Any], dict[str, bytes] | None]:
         return _TrainJob(self.suite, self.config, self._tok(), self.model_factory)((tasks, seed, keep_model))
 

@@ -174,9 +174,9 @@ PIPELINE_SUITE = tiny_suite(("classification", "regression"))
 
 
 def run_pipeline_with(out, inject=None, **kw):
-    config = PipelineConfig(output_dir=str(out), methods=["exhaustive", "all_in_one"], seeds=[0, 1], num_train_epochs=1,
+    config = PipelineConfig(output_dir=str(out), methods=["exhaustive", "all_in_one"], num_train_epochs=1,
                             batch_size=8, trunk_hidden_sizes=[8], max_length=32, pvi_num_train_epochs=1,
-                            **{"recommend_seeds": 2, **kw})  # the recommendation reuses the run's 2 seeds
+                            **{"seeds": [0, 1], "recommend_seeds": 2, **kw})  # the recommendation reuses the run's 2 seeds
     pipe = Pipeline(config, suite=PIPELINE_SUITE, tokenizer=tiny_tokenizer(), model_factory=factory, progress=False)
     if inject is not None:
         pipe.executor = inject
@@ -203,6 +203,21 @@ def test_pipeline_and_pvi_dispatch_through_the_executor(recorded_run):
     assert len(list((out / "runs").rglob("seed*.json"))) == 6
     published = [p for p in (out / "runs").glob("*/model") if (p / "config.json").exists()]
     assert published, "the published group's model was written by the driver"
+
+
+def test_recommendation_dispatches_its_missing_seeds_through_the_executor(tmp_path):
+    """With one run seed and two recommendation seeds, the recommendation's extra trainings (seed 1 of every
+    single task and candidate group) go to the executor together, and a second run trains nothing."""
+    rec = RecordingExecutor()
+    pipe, result = run_pipeline_with(tmp_path / "run", rec, seeds=[0], recommend_seeds=2)
+    calls = [n for d, n in rec.calls if d == "Recommendation"]
+    assert calls[0] == 2  # both single tasks' seed 1, in one dispatch
+    assert result.recommendation.seeds == [0, 1]
+    # every seed-1 training of the recommendation went through the executor, none through train_cached alone
+    assert sum(calls) == len(list((tmp_path / "run" / "runs").rglob("seed1.json")))
+    again = RecordingExecutor()
+    run_pipeline_with(tmp_path / "run", again, seeds=[0], recommend_seeds=2)
+    assert not [(d, n) for d, n in again.calls if d in ("Recommendation", "Training groups") and n]
 
 
 # ------------------------------------------------------------------------------------------- Ray

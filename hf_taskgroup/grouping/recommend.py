@@ -299,6 +299,7 @@ def recommend_grouping(
     output_dir: str | Path | None = None,
     tokenizer: Any = None,
     random_state: int = 0,
+    train_many: Callable[[list[tuple[list[str], int]]], list[Mapping[str, Any]]] | None = None,
 ) -> Recommendation:
     """Choose the grouping to train (see the module docstring).
 
@@ -313,6 +314,10 @@ def recommend_grouping(
         report_split: reported beside it, never used to choose; ``None`` to skip.
         bootstrap_samples, confidence: the interval of each paired difference.
         collapsed: tasks whose PVI probe collapsed (flagged in the result).
+        train_many: optional ``train_many([(tasks, seed), ...]) -> results`` in the same order: the trainings
+            each step needs at once (every single task, every candidate's groups, the reduced groups of a
+            split-out round) go through it, so an executor can run them side by side; ``train`` still
+            serves anything not prefetched.
 
     Example::
 
@@ -334,6 +339,8 @@ def recommend_grouping(
     infos = suite.task_infos()
     seeds = [int(s) for s in seeds]
     search = _Search(train, tasks, infos, seeds, split, report_split, bootstrap_samples, confidence, random_state)
+    search.train_many = train_many
+    search.prefetch([[t] for t in tasks])
 
     # 1. sanity flags from the single-task models
     flags: dict[str, list[str]] = {t: [] for t in tasks}
@@ -362,6 +369,7 @@ def recommend_grouping(
         partitions.setdefault(_normalise(groups, tasks, excluded), []).append(name)
 
     results: dict[str, CandidateResult] = {}
+    search.prefetch([list(g) for partition in partitions for g in partition])
     for partition, names in partitions.items():
         name = " = ".join(names)
         results[name] = search.candidate(name, [list(g) for g in partition], flags)
@@ -410,6 +418,25 @@ class _Search:
         self.results: dict[str, dict[int, Mapping[str, Any]]] = {}
         self.trainings = 0
         self.seconds = 0.0
+        self.train_many: Callable[[list[tuple[list[str], int]]], list[Mapping[str, Any]]] | None = None
+
+    def prefetch(self, groups: Sequence[Sequence[str]]) -> None:
+        """Train every (group, seed) not trained yet in one ``train_many`` call (nothing without one)."""
+        from hf_taskgroup.report.evaluation import group_name
+
+        if self.train_many is None:
+            return
+        todo: list[tuple[list[str], int]] = []
+        for group in groups:
+            members = sorted(group)
+            done = self.results.get(group_name(members), {})
+            todo += [(members, seed) for seed in self.seeds if seed not in done and (members, seed) not in todo]
+        if not todo:
+            return
+        for (members, seed), res in zip(todo, self.train_many(todo), strict=True):
+            self.results.setdefault(group_name(members), {})[seed] = res
+            self.trainings += 1
+            self.seconds += float(res.get("train_seconds") or 0.0)
 
     def labels(self, task: str) -> Any:
         return self.infos[task].get("id2label")
@@ -457,6 +484,7 @@ class _Search:
         rounds = 0
         while True:
             rounds += 1
+            self.prefetch(groups)
             harmed = []
             for g in groups:
                 if len(g) < 2:
@@ -554,7 +582,7 @@ def stage_recommend(pipeline: Any, groupings: Mapping[str, Grouping], pvi: Mappi
     rec = recommend_grouping(
         pipeline.suite, dict(groupings), lambda tasks, seed: pipeline.train_cached(tasks, seed), seeds=seeds,
         split=cfg.pvi_split, report_split=cfg.eval_split, bootstrap_samples=cfg.bootstrap_samples,
-        confidence=cfg.confidence, collapsed=collapsed,
+        confidence=cfg.confidence, collapsed=collapsed, train_many=pipeline.train_cached_many,
     )
     if cfg.published_method == "recommended":
         for group in rec.grouping.groups:
