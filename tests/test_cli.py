@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from utils import sentiment_rows, tiny_bert_config, tiny_tokenizer
+from utils import write_cli_suite
 
 from hf_taskgroup.cli import INTERRUPTED_MESSAGE, main
 from hf_taskgroup.config import ConfigError, PipelineConfig
@@ -25,26 +23,8 @@ TASKS = ("cli_a", "cli_b", "cli_c")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A 3-task suite on jsonl files and a tiny BERT + tokenizer folder (64 positions) to pass as --model."""
-    from transformers import BertModel
-
     root = tmp_path_factory.mktemp("cli_contract")
-    model_dir = root / "model"
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(), add_pooling_layer=False).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    tasks = []
-    for k, name in enumerate(TASKS):
-        files = {}
-        for j, (split, n) in enumerate((("train", 16), ("validation", 8), ("test", 8))):
-            rows = sentiment_rows(n, seed=10 * k + j, flip=k == 2)
-            path = root / name / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(rows["text"], rows["label"])))
-            files[split] = f"{name}/{split}.jsonl"
-        tasks.append({"name": name, "type": "classification", "text_columns": ["text"], "label_column": "label",
-                      "data_files": files})
-    suite = root / "suite.yaml"
-    suite.write_text(yaml.safe_dump({"name": "cli-contract", "tasks": tasks}))
+    suite, model_dir = write_cli_suite(root, "cli-contract")
     return {"suite": suite, "model": model_dir, "root": root}
 
 

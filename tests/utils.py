@@ -157,3 +157,34 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def write_cli_suite(root, name: str = "cli-suite"):
+    """A 3-task suite (cli_a, cli_b, cli_c with flipped labels) on jsonl files and a tiny BERT + tokenizer folder
+    under ``root``: ``(suite.yaml, model folder)`` to pass as ``--suite`` / ``--model``."""
+    import json
+    from pathlib import Path
+
+    import torch
+    import yaml
+    from transformers import BertModel
+
+    root = Path(root)
+    model_dir = root / "model"
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(), add_pooling_layer=False).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    tasks = []
+    for k, (task, flip) in enumerate((("cli_a", False), ("cli_b", False), ("cli_c", True))):
+        files = {}
+        for j, (split, n) in enumerate((("train", 16), ("validation", 8), ("test", 8))):
+            rows = sentiment_rows(n, seed=10 * k + j, flip=flip)
+            path = root / task / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(rows["text"], rows["label"])))
+            files[split] = f"{task}/{split}.jsonl"
+        tasks.append({"name": task, "type": "classification", "text_columns": ["text"], "label_column": "label",
+                      "data_files": files})
+    suite_path = root / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump({"name": name, "tasks": tasks}))
+    return suite_path, model_dir

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-import torch
-import yaml
-from utils import sentiment_rows, tiny_bert_config, tiny_tokenizer
+from utils import write_cli_suite
 
 from hf_taskgroup.cli import main
 from hf_taskgroup.grouping.evaluators.affinity_collection import AffinityResult
@@ -107,27 +104,7 @@ def test_affinity_file_methods(tmp_path, method):
 @pytest.fixture(scope="module")
 def tiny_suite_yaml(tmp_path_factory) -> tuple[Path, Path]:
     """A 3-task suite on jsonl files and a tiny BERT + tokenizer folder to pass as --model."""
-    from transformers import BertModel
-
-    root = tmp_path_factory.mktemp("cli_suite")
-    model_dir = root / "model"
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(), add_pooling_layer=False).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
-    tasks = []
-    for k, (name, flip) in enumerate((("cli_a", False), ("cli_b", False), ("cli_c", True))):
-        files = {}
-        for j, (split, n) in enumerate((("train", 16), ("validation", 8), ("test", 8))):
-            rows = sentiment_rows(n, seed=10 * k + j, flip=flip)
-            path = root / name / f"{split}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(rows["text"], rows["label"])))
-            files[split] = f"{name}/{split}.jsonl"
-        tasks.append({"name": name, "type": "classification", "text_columns": ["text"], "label_column": "label",
-                      "data_files": files})
-    suite_path = root / "suite.yaml"
-    suite_path.write_text(yaml.safe_dump({"name": "cli-suite", "tasks": tasks}))
-    return suite_path, model_dir
+    return write_cli_suite(tmp_path_factory.mktemp("cli_suite"), "cli-suite")
 
 
 @pytest.mark.slow
