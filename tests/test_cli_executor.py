@@ -19,7 +19,7 @@ from utils import write_cli_suite
 
 from hf_taskgroup.cli import main
 from hf_taskgroup.config import ExecutorArguments
-from hf_taskgroup.executor import SerialExecutor
+from hf_taskgroup.executor import RayExecutor, SerialExecutor
 from hf_taskgroup.grouping.result import Grouping
 
 pytestmark = pytest.mark.filterwarnings("ignore::hf_taskgroup.pvi.scores.PVICollapseWarning")
@@ -159,6 +159,21 @@ def test_ray_is_refused_under_a_multi_process_launch(tiny, tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------------------- Ray
+@pytest.fixture
+def ray_dispatches(monkeypatch) -> list[tuple[str, int]]:
+    """``(desc, number of items)`` of every :meth:`RayExecutor.map` call (the real one runs)."""
+    calls: list[tuple[str, int]] = []
+    real = RayExecutor.map
+
+    def spy(self, fn, items, *args, **kwargs):
+        items = list(items)
+        calls.append((kwargs.get("desc"), len(items)))
+        return real(self, fn, items, *args, **kwargs)
+
+    monkeypatch.setattr(RayExecutor, "map", spy)
+    return calls
+
+
 def _pvi_values(out: Path) -> dict:
     values = {}
     for task in TASKS:
@@ -169,10 +184,11 @@ def _pvi_values(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_pvi_with_ray_equals_serial(tiny, tmp_path, ray_local):
+def test_pvi_with_ray_equals_serial(tiny, tmp_path, ray_local, ray_dispatches):
     """--pvi_null trained: two trainings per task, each task one Ray task; bit-identical PVI (1 thread each side)."""
     assert main(pvi_argv(tiny, tmp_path / "serial")) == 0
     assert main(pvi_argv(tiny, tmp_path / "ray", "--executor", "ray")) == 0
+    assert ray_dispatches == [("PVI", 3)]
     serial, ray = _pvi_values(tmp_path / "serial"), _pvi_values(tmp_path / "ray")
     assert ray == serial
     assert json.loads((tmp_path / "ray" / "config.json").read_text())["executor"] == "ray"
@@ -180,9 +196,10 @@ def test_pvi_with_ray_equals_serial(tiny, tmp_path, ray_local):
 
 
 @pytest.mark.slow
-def test_group_with_ray_equals_serial(tiny, tmp_path, ray_local):
+def test_group_with_ray_equals_serial(tiny, tmp_path, ray_local, ray_dispatches):
     assert main(group_argv(tiny, tmp_path / "serial")) == 0
     assert main(group_argv(tiny, tmp_path / "ray", "--executor", "ray")) == 0
+    assert sum(n for _, n in ray_dispatches) == 7
     serial = Grouping.from_json(tmp_path / "serial" / "grouping.json")
     ray = Grouping.from_json(tmp_path / "ray" / "grouping.json")
     assert ray.groups == serial.groups and ray.objective == serial.objective
@@ -191,9 +208,10 @@ def test_group_with_ray_equals_serial(tiny, tmp_path, ray_local):
 
 
 @pytest.mark.slow
-def test_train_with_ray_equals_serial(tiny, tmp_path, ray_local):
+def test_train_with_ray_equals_serial(tiny, tmp_path, ray_local, ray_dispatches):
     assert main(train_argv(tiny, tmp_path / "serial", "--mode", "both", "--save_model")) == 0
     assert main(train_argv(tiny, tmp_path / "ray", "--mode", "both", "--save_model", "--executor", "ray")) == 0
+    assert ray_dispatches == [("Training", 4)]
     serial = json.loads((tmp_path / "serial" / "metrics.json").read_text())["runs"]
     ray = json.loads((tmp_path / "ray" / "metrics.json").read_text())["runs"]
     assert ray["mtl"]["tasks"] == serial["mtl"]["tasks"] and ray["stl"]["tasks"] == serial["stl"]["tasks"]
