@@ -306,7 +306,7 @@ def _as_list(value: Any, kind: type = str) -> list[Any]:
 
 
 class _PlanTraining:
-    """One training of :func:`run_training_script`: ``(name, tasks, out) -> (result, model files or None)``.
+    """One training of :func:`run_training_script`: ``(name, tasks, out) -> {"result": ..., "files": ... or None}``.
 
     Picklable, so it runs on any executor. In this process (``ship_model`` False) a saved model goes to ``out``
     as it always did; on a parallel executor the training runs in a temporary folder and a saved model comes
@@ -318,7 +318,7 @@ class _PlanTraining:
         self.suite, self.settings, self.training_args = suite, settings, training_args
         self.save_model, self.ship_model = bool(save_model), bool(ship_model)
 
-    def __call__(self, plan: tuple[str, list[str], Path]) -> tuple[dict[str, Any], dict[str, bytes] | None]:
+    def __call__(self, plan: tuple[str, list[str], Path]) -> dict[str, Any]:
         import dataclasses
         import tempfile
 
@@ -330,12 +330,12 @@ class _PlanTraining:
             args = dataclasses.replace(self.training_args, output_dir=str(out))
             result = train_group(self.suite, tasks, self.settings, args=args, save_model=self.save_model)
             result.pop("trainer")
-            return result, None
+            return {"result": result, "files": None}
         with tempfile.TemporaryDirectory(prefix="hf_taskgroup_train_") as tmp:
             args = dataclasses.replace(self.training_args, output_dir=tmp)
             result = train_group(self.suite, tasks, self.settings, args=args, save_model=self.save_model)
             result.pop("trainer")
-            return result, (read_folder(tmp) if self.save_model else None)
+            return {"result": result, "files": read_folder(tmp) if self.save_model else None}
 
 
 def _train_plans(script_args: Any, suite: TaskSuite, settings: TrainSettings, training_args: Any,
@@ -352,9 +352,10 @@ def _train_plans(script_args: Any, suite: TaskSuite, settings: TrainSettings, tr
             logger.info("--executor %s: --mode %s trains one model, so nothing runs side by side; it trains in "
                         "this process", script_args.executor, script_args.mode)
 
-    def write(index: int, outcome: tuple[dict[str, Any], dict[str, bytes] | None]) -> None:
-        if outcome[1] is not None:  # the driver writes each model as its training finishes
-            write_folder(plans[index][2], outcome[1])
+    def write(index: int, outcome: dict[str, Any]) -> None:
+        files = outcome.pop("files")  # the bytes are not kept once written
+        if files is not None:  # the driver writes each model as its training finishes
+            write_folder(plans[index][2], files)
 
     job = _PlanTraining(suite, settings, training_args, script_args.save_model, ship_model=executor.parallel)
     try:
@@ -362,7 +363,7 @@ def _train_plans(script_args: Any, suite: TaskSuite, settings: TrainSettings, tr
                                 progress=executor.parallel and not training_args.disable_tqdm)
     finally:
         executor.close()  # a local Ray started for this command stops; a joined cluster keeps running
-    return [result for result, _ in outcomes]
+    return [outcome["result"] for outcome in outcomes]
 
 
 def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
