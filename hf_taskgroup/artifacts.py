@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -34,7 +35,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +77,10 @@ class ArtifactWarning(UserWarning):
 
 class ArtifactError(RuntimeError):
     """An artifact that must be verified (before publishing) is missing, corrupt or unsealed.
+
+    A user-facing condition (the folder was modified, damaged or never finished; or a push would overwrite):
+    the CLI reports it as one line naming the folder or file and exits 2. It stays a ``RuntimeError`` for
+    library callers that catch that.
 
     Example::
 
@@ -306,6 +311,9 @@ def check_model_path(model_name_or_path: str | os.PathLike[str] | None) -> str:
 
 
 # ---------------------------------------------------------------------------------- the store
+#: Stores inside ``with store.collecting():`` (innermost last); see :meth:`ArtifactStore.collecting`.
+_COLLECTING: list[ArtifactStore] = []
+
 @dataclass
 class ArtifactCheck:
     """The outcome of :meth:`ArtifactStore.check`: ``status`` is ``ok``, ``missing``, ``stale`` (made from
@@ -333,6 +341,9 @@ class ArtifactStore:
     Artifacts written by versions before manifests existed have none and are therefore recomputed once.
 
     ``reused`` lists (relative paths) what :meth:`read_json` / :meth:`check` accepted, for the report.
+    Inside ``with store.collecting():`` a reuse (or a write) recorded by any other store for a path under this
+    store's root is recorded here too, so caches that keep their own store (the evaluator cache, the affinity
+    and task-embedding caches, the feature cache) show up in a run's reuse list.
 
     Example::
 
@@ -347,11 +358,46 @@ class ArtifactStore:
         self.reused: list[str] = []
         self._written: set[str] = set()  # sealed by this store: a later read in the same run is not a reuse
 
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[ArtifactStore]:
+        """While active, reuses and writes that other stores record for paths under :attr:`root` are recorded
+        in this store too (a run's store collects what its caches reused).
+
+        Example::
+
+            >>> with run_store.collecting():                                      # doctest: +SKIP
+            ...     evaluator(["a", "b"])  # a verified cache entry under the run folder
+            >>> run_store.reused                                                  # doctest: +SKIP
+            ['cache/evaluator/3f2a....json']
+        """
+        _COLLECTING.append(self)
+        try:
+            yield self
+        finally:
+            _COLLECTING.remove(self)
+
+    def _collectors(self, path: Path) -> list[ArtifactStore]:
+        """This store and every collecting store whose root holds ``path``."""
+        out: list[ArtifactStore] = [self]
+        if _COLLECTING:
+            resolved = path.resolve()
+            for other in _COLLECTING:
+                if other is not self and other not in out and resolved.is_relative_to(other.root.resolve()):
+                    out.append(other)
+        return out
+
     def record_reuse(self, path: Path) -> None:
         """Add ``path`` to :attr:`reused` once, unless this store wrote it (then it was computed in this run)."""
-        rel = self._rel(path)
-        if rel not in self._written and rel not in self.reused:
-            self.reused.append(rel)
+        path = Path(path)
+        for store in self._collectors(path):
+            rel = store._rel(path) if store is self else path.resolve().relative_to(store.root.resolve()).as_posix()
+            if rel not in store._written and rel not in store.reused:
+                store.reused.append(rel)
+
+    def _record_written(self, path: Path) -> None:
+        for store in self._collectors(path):
+            store._written.add(store._rel(path) if store is self
+                               else path.resolve().relative_to(store.root.resolve()).as_posix())
 
     def path(self, rel: str | os.PathLike[str]) -> Path:
         """An artifact's path: absolute paths and paths that already start with ``root`` are kept; others are
@@ -380,7 +426,7 @@ class ArtifactStore:
         manifest = {"manifest_version": MANIFEST_VERSION, "kind": "folder" if path.is_dir() else "file",
                     "fingerprint": fingerprint, "files": _listing(path)}
         atomic_write_json(self.manifest_path(path), manifest)
-        self._written.add(self._rel(path))
+        self._record_written(path)
         return path
 
     def unseal(self, rel: str | os.PathLike[str]) -> None:
@@ -465,6 +511,27 @@ class ArtifactStore:
         self.record_reuse(path)
         return data
 
+    def load(self, rel: str | os.PathLike[str], *, fingerprint: str | None,
+             loader: Callable[[Path], T] | None = None) -> T | Any | None:
+        """A cache entry for reuse: ``loader(path)`` (default: its JSON) when it verifies with ``fingerprint``,
+        else None after discarding whatever is there, so the caller computes it again and writes it anew.
+
+        Missing entries and stale ones (other inputs, or no manifest: written before manifests existed) are
+        recomputed quietly; a corrupt one (truncated, edited, unreadable manifest) or one that verifies but
+        cannot be loaded is named in one :class:`ArtifactWarning`. A loaded entry is recorded in :attr:`reused`.
+
+        Example::
+
+            >>> entry = store.load("task.3f2a.json", fingerprint=key)   # doctest: +SKIP
+            >>> if entry is None:                                       # doctest: +SKIP
+            ...     store.write_json("task.3f2a.json", compute(), fingerprint=key)
+        """
+        path = self.path(rel)
+        value = load_verified(self, path, fingerprint, loader or _read_json)
+        if value is None and (path.exists() or self.manifest_path(path).exists()):
+            self.discard(path)
+        return value
+
     def discard(self, *rels: str | os.PathLike[str]) -> None:
         """Delete artifacts (files or folders) and their manifests before they are computed again."""
         import shutil
@@ -484,6 +551,10 @@ class ArtifactStore:
         if not check.ok:
             raise ArtifactError(f"refusing to {action} {path}: {check.status}{': ' + check.detail if check.detail else ''}")
         return path
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_verified(store: ArtifactStore, rel: str | os.PathLike[str], fingerprint: str | None,

@@ -379,7 +379,8 @@ def compute_gradient_features(
         ...                                   trainer.data_collator, GradEstimateConfig(projection_dim=64))  # doctest: +SKIP
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from hf_taskgroup.log import progress_bar
 
     config = config or GradEstimateConfig()
     base = model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
@@ -418,8 +419,8 @@ def compute_gradient_features(
                 if config.max_examples is not None and len(ds) > config.max_examples:
                     order = np.sort(rng.choice(len(ds), size=config.max_examples, replace=False))
                 grads, outs, targets, examples = [], [], [], []
-                for b0 in tqdm(range(0, len(order), batch_size), desc=f"Gradients {task}/{split}", leave=False,
-                               disable=not progress):
+                for b0 in progress_bar(range(0, len(order), batch_size), desc=f"Gradients {task}/{split}",
+                                       nested=True, progress=progress):
                     idx = order[b0:b0 + batch_size].tolist()
                     rows = ds.__getitems__(idx) if hasattr(ds, "__getitems__") else [ds[i] for i in idx]
                     batch = {k: v.to(device) for k, v in collator(rows).items()}
