@@ -233,6 +233,10 @@ class Pipeline:
 
     def stage_group(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
         """One Grouping per method, written to ``groupings/<method>.json`` (reused when present)."""
+        with self.store.collecting():  # reused cache entries (evaluator, affinity, embeddings) go in the report
+            return self._group_all(pvi)
+
+    def _group_all(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
         from hf_taskgroup.grouping import Grouping, group_tasks
 
         out: dict[str, Any] = {}

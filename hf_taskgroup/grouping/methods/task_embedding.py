@@ -109,30 +109,6 @@ def per_example_losses(task_type: str, logits: Any, labels: Any) -> Any:
     raise ValueError(f"unknown task type {task_type!r}")
 
 
-def weights_fingerprint(model: Any) -> str:
-    """A fingerprint of a model built by a ``model_factory``: its class, config and every weight (sha256 of
-    the bytes), so a factory that builds another model, or the same one from other weights, is another key.
-
-    Example::
-
-        >>> weights_fingerprint(factory(suite.subset(["sst2"]).task_infos()))  # doctest: +SKIP
-        '5d1e...'
-    """
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        h.update(stable_hash(config.to_dict(), length=64).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
 def _cache_key(suite: Any, task: str, settings: Any, max_examples: int | None, *, model: str | None,
                tokenizer: str | None) -> str:
     from hf_taskgroup.grouping.evaluators.text import suite_fingerprint
@@ -161,7 +137,7 @@ def compute_task_embeddings(
     :class:`~hf_taskgroup.artifacts.ArtifactStore` with a manifest (size, sha256, the key as input
     fingerprint). The key covers the task's data content and spec, the settings, ``max_examples``, the
     model (:func:`~hf_taskgroup.artifacts.model_fingerprint` of the settings' encoder; with a
-    ``model_factory``, :func:`weights_fingerprint` of the model it builds, so seed the factory) and the
+    ``model_factory``, :func:`~hf_taskgroup.artifacts.weights_fingerprint` of the model it builds, so seed the factory) and the
     tokenizer (:func:`~hf_taskgroup.artifacts.tokenizer_fingerprint`). A corrupt entry is named in one
     :class:`~hf_taskgroup.artifacts.ArtifactWarning` and computed again; an entry without a manifest (written
     before manifests existed) is computed again quietly.
@@ -170,7 +146,12 @@ def compute_task_embeddings(
 
         >>> embeddings, cost = compute_task_embeddings(suite, suite.task_names, TrainSettings())  # doctest: +SKIP
     """
-    from hf_taskgroup.artifacts import ArtifactStore, model_fingerprint, tokenizer_fingerprint
+    from hf_taskgroup.artifacts import (
+        ArtifactStore,
+        model_fingerprint,
+        tokenizer_fingerprint,
+        weights_fingerprint,
+    )
     from hf_taskgroup.training.train import train_group
 
     start = time.perf_counter()
