@@ -149,11 +149,17 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 # --------------------------------------------------------------------------------- file hashing
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+#: Files at least this large have their sha256 memoised per process (path, inode, size, modification time);
+#: smaller ones are hashed on every call, so an in-place edit within one timestamp tick is still seen.
+MEMO_MIN_BYTES = 1 << 20
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (memoised per process on path, size and modification time).
+    """sha256 of a file's bytes (memoised per process on path, inode, size and modification time for files of
+    :data:`MEMO_MIN_BYTES` or more).
 
     Example::
 
@@ -162,12 +168,14 @@ def file_sha256(path: str | Path) -> str:
     """
     path = Path(path)
     st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _FILE_HASHES:
+    memo = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if st.st_size < MEMO_MIN_BYTES or memo not in _FILE_HASHES:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
+        if st.st_size < MEMO_MIN_BYTES:
+            return h.hexdigest()
         _FILE_HASHES[memo] = h.hexdigest()
     return _FILE_HASHES[memo]
 
@@ -468,7 +476,7 @@ class ArtifactStore:
 
     # ---- reading
     def check(self, rel: str | os.PathLike[str], *, fingerprint: str | None = None, warn: bool = True,
-              record: bool = True) -> ArtifactCheck:
+              record: bool = True, stacklevel: int = 2) -> ArtifactCheck:
         """Verify an artifact against its manifest (and ``fingerprint`` when given).
 
         A corrupt artifact (truncated, edited, missing files) is named in one :class:`ArtifactWarning` when
@@ -477,7 +485,8 @@ class ArtifactStore:
         path = self.path(rel)
         result = self._check(path, fingerprint)
         if result.status == "corrupt" and warn:
-            warnings.warn(f"{path}: {result.detail}; ignoring it and computing it again", ArtifactWarning, stacklevel=2)
+            warnings.warn(f"{path}: {result.detail}; ignoring it and computing it again", ArtifactWarning,
+                          stacklevel=stacklevel)
         elif result.status == "stale":
             logger.info("%s was made from other inputs (%s); computing it again", path, result.detail)
         elif result.ok and record:
@@ -544,7 +553,8 @@ class ArtifactStore:
 
         Missing entries and stale ones (other inputs, or no manifest: written before manifests existed) are
         recomputed quietly; a corrupt one (truncated, edited, unreadable manifest) or one that verifies but
-        cannot be loaded is named in one :class:`ArtifactWarning`. A loaded entry is recorded in :attr:`reused`.
+        cannot be loaded is named in one :class:`ArtifactWarning` and deleted. A loaded entry is recorded in
+        :attr:`reused`.
 
         Example::
 
@@ -553,10 +563,21 @@ class ArtifactStore:
             ...     store.write_json("task.3f2a.json", compute(), fingerprint=key)
         """
         path = self.path(rel)
-        value = load_verified(self, path, fingerprint, loader or _read_json)
-        if value is None and (path.exists() or self.manifest_path(path).exists()):
+        check = self.check(path, fingerprint=fingerprint, record=False, stacklevel=3)
+        if check.ok:
+            try:
+                value = (loader or _read_json)(path)
+            except Exception as err:  # noqa: BLE001 - whatever the loader raises, the entry is computed again
+                warnings.warn(f"{path}: cannot be loaded ({type(err).__name__}: {err}); ignoring it and computing it "
+                              "again", ArtifactWarning, stacklevel=2)
+            else:
+                self.record_reuse(path)
+                return value
+        # a damaged entry goes now; a stale file is replaced atomically by the new one (deleting it here could
+        # remove what another process is about to seal); a stale folder goes, as a new one cannot replace it
+        if check.status != "missing" and (check.status != "stale" or path.is_dir()):
             self.discard(path)
-        return value
+        return None
 
     def discard(self, *rels: str | os.PathLike[str]) -> None:
         """Delete artifacts (files or folders) and their manifests before they are computed again."""

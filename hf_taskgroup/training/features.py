@@ -296,7 +296,10 @@ class FeatureCache:
             progress=progress,
         )
         if store is not None:
-            store.seal(folder, fingerprint=fingerprint)
+            try:
+                store.seal(folder, fingerprint=fingerprint)
+            except FileNotFoundError:  # another process sharing the folder discarded it meanwhile: memory only
+                logger.info("token states %s were removed by another process; not kept on disk", folder)
         self._states[key] = states
         return states
 
