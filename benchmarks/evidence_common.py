@@ -48,8 +48,9 @@ def use_feature_cache(folder: Path) -> None:
 def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int], epochs: float, *,
                  num_groups: int | None, num_tasks: int, finetune: str = "frozen", batch_size: int = 32,
                  learning_rate: float | None = None, pvi_null: str = "trained",
-                 search_extra: int | None = None, evaluator_objective: str = "loss") -> PipelineConfig:
-    """The pipeline settings shared by the studies (frozen MiniLM + 256-unit trunk unless ``finetune``)."""
+                 search_extra: int | None = None, evaluator_objective: str = "loss", **fields: Any) -> PipelineConfig:
+    """The pipeline settings shared by the studies (frozen MiniLM + 256-unit trunk unless ``finetune``);
+    ``fields`` are further :class:`PipelineConfig` fields (e.g. ``trainable_layers``)."""
     pairs = num_tasks * (num_tasks - 1) // 2
     options: dict[str, dict[str, Any]] = {
         # lookahead collection every 50 steps of the one MTL training (every 10 is the library default)
@@ -63,7 +64,7 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
         output_dir=str(output_dir), methods=list(methods), seeds=list(seeds), finetune=finetune,
         num_train_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,
         method_options=options, pvi_null=pvi_null, eval_split="test", pvi_split="validation",
-        evaluator_objective=evaluator_objective,
+        evaluator_objective=evaluator_objective, **fields,
     )
 
 

@@ -9,18 +9,33 @@ trained over ``--recommend-seeds`` seeds and chosen on validation only. Its per-
 single-task are reported with paired bootstrap intervals: how many tasks gain, how many are harmed beyond
 noise (target: none).
 
-Everything resumes after an interruption: PVI and groupings from the pipeline's artifacts, the oracle's
-trainings from the evaluator cache, the recommendation's trainings from ``runs/<group>/seed<k>.json``.
+The stages run in this order, each resumable, so a run that is stopped anywhere continues where it was:
 
-    python benchmarks/evidence_v2.py --quick     # 4 tasks, 200 train rows, oracle 1 seed, recommendation 2 seeds
-    python benchmarks/evidence_v2.py             # 6 tasks, 1000 train rows, 3 seeds (hours on 2 CPU cores)
+1. ``oracle``: every subset of the tasks trained as a group, for every seed. Each training's result is written
+   at once to the evaluator cache *and* to a ledger committed with the results,
+   ``benchmarks/results/evidence_v2[_quick]_ledger.json`` (keyed by the training settings, the seed and the
+   group), so a fresh clone resumes the study from the ledger; ``..._progress.json`` says how far it got and
+   holds the table so far.
+2. ``methods``: PVI and every grouping method through the pipeline's stages (their artifacts resume them; the
+   evaluator-based methods find the oracle's trainings in the cache).
+3. ``recommend``: the recommendation over the affordable methods' groupings (resumes from ``runs/``).
+4. ``lowres``: single-task, all-in-one, the recommendation's groups, the best methods' groups and the oracle
+   partition trained again at ``--low-resource`` rows per task (same seeds and settings otherwise).
 
-Writes benchmarks/results/evidence_v2[_quick].json.
+``--stage oracle`` stops after the oracle (the other stages need it). Settings (see docs/benchmarks.md for why):
+``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 4 epochs at 3e-4, batch 16; the
+low-resource cap is 100 rows.
+
+    python benchmarks/evidence_v2.py --quick     # 4 tasks, 100 train rows, 2 epochs, oracle 1 seed (a smoke run)
+    python benchmarks/evidence_v2.py             # 6 tasks x 63 subsets x 3 seeds (about 4 hours on 2 idle cores)
+
+Writes benchmarks/results/evidence_v2[_quick].json (and the ledger and progress files above).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, write_results  # noqa: E402
+from common import RESULTS_DIR, environment, load_shared_nlp_suite, write_results  # noqa: E402
 from evidence_common import (  # noqa: E402
     all_partitions,
     grouping_record,
@@ -42,12 +57,16 @@ from evidence_common import (  # noqa: E402
 )
 from evidence_oracle import METHODS, METRIC_METHODS, QUICK_TASKS, TASKS, subsets  # noqa: E402
 
+from hf_taskgroup.artifacts import stable_hash  # noqa: E402
 from hf_taskgroup.grouping import available_methods  # noqa: E402
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
 from hf_taskgroup.grouping.recommend import stage_recommend  # noqa: E402
 from hf_taskgroup.pipeline import Pipeline  # noqa: E402
 from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 from hf_taskgroup.training.train import TrainSettings  # noqa: E402
+from hf_taskgroup.utils import atomic_write_json  # noqa: E402
+
+STAGES = ("oracle", "methods", "recommend", "lowres")
 
 
 def choose_mode(requested: str | None) -> tuple[str, str]:
@@ -61,55 +80,150 @@ def choose_mode(requested: str | None) -> tuple[str, str]:
     return "partial", "fine-tuning mode 'partial' (default)"
 
 
+class Ledger:
+    """The results of finished trainings, one JSON file committed with the study, so a fresh clone resumes.
+
+    Keyed by a hash of (training settings, seed, group, each member's data fingerprint); written atomically
+    after every training, so an interruption loses at most the training under way.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                self.entries = dict(json.loads(path.read_text(encoding="utf-8"))["entries"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                print(f"WARNING: ignoring unreadable ledger {path} ({err})", flush=True)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        self.entries[key] = entry
+        atomic_write_json(self.path, {"study": "evidence_v2", "entries": self.entries})
+
+
+def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[int], config: Any, cache: Path,
+                 tokenizer: Any, ledger: Ledger, *, label: str,
+                 on_result: Any = None) -> tuple[dict[tuple[str, ...], dict[str, list[float]]], float]:
+    """Train every group for every seed (evaluator cache, then ledger, then a real training); return
+    ``{group: {task: [test metric per seed]}}`` and the summed training seconds."""
+    from hf_taskgroup.artifacts import data_fingerprint
+
+    tasks = sorted({t for g in groups for t in g})
+    data = {t: data_fingerprint(suite[t]) for t in tasks}
+    metric = {t: primary_metric(suite[t].type) for t in tasks}
+    table: dict[tuple[str, ...], dict[str, list[float]]] = {}
+    seconds = 0.0
+    total = len(groups) * len(seeds)
+    done = 0
+    for seed in seeds:
+        settings = config.train_settings(seed)
+        ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer)
+        for group in groups:
+            group = tuple(sorted(group))
+            key = stable_hash({"settings": settings.to_dict(), "seed": seed, "group": list(group),
+                               "data": {t: data[t] for t in group}})
+            entry = ledger.get(key)
+            if not ev.is_cached(group) and entry is not None:
+                ev._store(group, entry["results"], float(entry["seconds"]))  # resume from the committed ledger
+            result = ev(list(group))
+            secs = float(ev.training_seconds(group) or 0.0)
+            if entry is None:
+                ledger.put(key, {"seed": seed, "group": list(group), "seconds": secs, "results": result})
+            seconds += secs
+            for t in group:
+                table.setdefault(group, {}).setdefault(t, []).append(result[t][f"test_{metric[t]}"])
+            done += 1
+            print(f"{label} seed {seed} {done:>3}/{total} {'+'.join(group)} ({secs:.0f} s)", flush=True)
+            if on_result is not None:
+                on_result(seed, group, table, seconds, done, total)
+    return table, seconds
+
+
+def partition_scores(table: dict[tuple[str, ...], dict[str, list[float]]], tasks: Sequence[str],
+                     seeds_done: int) -> dict[str, Any]:
+    """Single-task, all-in-one and the oracle partition from the first ``seeds_done`` seeds of ``table``."""
+    score = {g: {t: float(np.mean(v[:seeds_done])) for t, v in per.items()} for g, per in table.items()}
+
+    def value(partition: Sequence[Sequence[str]]) -> float:
+        return float(np.mean([score[tuple(sorted(g))][t] for g in partition for t in g]))
+
+    partitions = all_partitions(tasks)
+    values = [value(p) for p in partitions]
+    best = int(np.argmax(values))
+    return {"seeds": seeds_done, "single_task": value([[t] for t in tasks]), "all_in_one": value([list(tasks)]),
+            "oracle": values[best], "oracle_partition": partitions[best], "mean_partition": float(np.mean(values)),
+            "num_partitions": len(partitions)}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stage", choices=("all", "oracle"), default="all",
+                        help="'oracle': stop after the oracle's trainings (the other stages need all of them)")
     parser.add_argument("--finetune", default=None, help="frozen, partial, lora or full (default: partial if available)")
-    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--trainable-layers", type=int, default=1, help="partial mode's k (default 1)")
+    parser.add_argument("--max-train", type=int, default=None, help="training rows per task (default 300; quick 100)")
+    parser.add_argument("--low-resource", type=int, default=None, help="the low-resource cap (default 100; quick 50)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="oracle and methods' seeds")
     parser.add_argument("--recommend-seeds", type=int, default=None, help="seeds of the recommendation (default 2 quick, 3)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
-    parser.add_argument("--epochs", type=float, default=10.0)
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default 4; quick 2)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-groups", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     mode, why = choose_mode(args.finetune)
     print(why, flush=True)
     tasks = QUICK_TASKS if args.quick else TASKS
-    max_train = args.max_train or (200 if args.quick else 1000)
+    max_train = args.max_train or (100 if args.quick else 300)
+    low_cap = args.low_resource or (50 if args.quick else 100)
+    epochs = args.epochs or (2.0 if args.quick else 4.0)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     rec_seeds = args.recommend_seeds or (2 if args.quick else 3)
     study = open_study(f"evidence_v2_{mode}", args.quick, tasks, max_train, args.output_dir)
     if study is None:
         return
     suite, name, out = study
+    name = "evidence_v2_quick" if args.quick else "evidence_v2"
+    ledger = Ledger(RESULTS_DIR / f"{name}_ledger.json")
+    progress_path = RESULTS_DIR / f"{name}_progress.json"
     start = time.perf_counter()
     methods = [m for m in METHODS if m in available_methods()]
     if "grad_estimate" in available_methods():
         methods.insert(1, "grad_estimate")
-    config = study_config(out / "pipeline", methods, seeds, args.epochs, num_groups=args.num_groups,
-                          num_tasks=len(tasks), finetune=mode)
+    fields: dict[str, Any] = {"finetune": mode, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                              "trainable_layers": args.trainable_layers, "pvi_num_train_epochs": epochs,
+                              "pvi_learning_rate": args.learning_rate}
+    config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=args.num_groups,
+                          num_tasks=len(tasks), **fields)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)
-    # 1) the methods (resumable pipeline stages)
-    pvi, groupings = run_grouping_stages(pipe)
-    for method, grouping in metric_objective_groupings(pipe, METRIC_METHODS, num_tasks=len(tasks),
-                                                       finetune=mode).items():
-        groupings[f"{method} (metric)"] = grouping
-    # 2) the oracle: every subset, every seed (resumable evaluator cache)
+    settings = config.train_settings(seeds[0]).to_dict()
+    groups = list(subsets(tasks))
+
+    # 1) the oracle: every subset, every seed (evaluator cache + committed ledger)
+    def progress(seed: int, group: tuple[str, ...], table: Any, seconds: float, done: int, total: int) -> None:
+        complete = sum(1 for s in range(len(seeds)) if all(len(table.get(tuple(g), {}).get(g[0], [])) > s
+                                                            for g in groups))
+        atomic_write_json(progress_path, {
+            "study": "evidence_v2", "stage": "oracle", "finetune": mode, "tasks": tasks, "max_train": max_train,
+            "seeds": seeds, "settings": settings, "trainings_done": done, "trainings_total": total,
+            "oracle_train_seconds": seconds, "seeds_complete": complete,
+            "summary_of_complete_seeds": partition_scores(table, tasks, complete) if complete else None,
+            "table": {"+".join(g): per for g, per in table.items()},
+        })
+
+    table, oracle_seconds = train_groups(suite, groups, seeds, config, out / "pipeline" / "cache" / "evaluator",
+                                         pipe._tok(), ledger, label="oracle", on_result=progress)
+    if args.stage == "oracle":
+        print(f"oracle done: {len(groups)} subsets x {len(seeds)} seeds, {oracle_seconds:.0f} s of training")
+        return
     metric = {t: primary_metric(suite[t].type) for t in tasks}
-    table: dict[tuple[str, ...], dict[str, list[float]]] = {}
-    oracle_seconds = 0.0
-    for seed in seeds:
-        ev = make_suite_evaluator(suite, config.train_settings(seed), out / "pipeline" / "cache" / "evaluator",
-                                  tokenizer=pipe._tok())
-        for i, group in enumerate(subsets(tasks)):
-            result = ev(list(group))
-            for t in group:
-                table.setdefault(group, {}).setdefault(t, []).append(result[t][f"test_{metric[t]}"])
-            oracle_seconds += ev.training_seconds(group) or 0.0
-            print(f"oracle seed {seed} subset {i + 1:>2}/{2 ** len(tasks) - 1} {'+'.join(group)}", flush=True)
     score = {g: {t: float(np.mean(v)) for t, v in per.items()} for g, per in table.items()}
 
     def partition_score(partition: Sequence[Sequence[str]]) -> float:
@@ -119,13 +233,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         return float(np.mean([score[tuple(sorted(grouping.group_of(t)))][t] for t in tasks]))
 
     partitions = all_partitions(tasks)
-    all_scores = np.array(sorted((partition_score(p) for p in partitions), reverse=True))
+    scored = sorted(((partition_score(p), p) for p in partitions), key=lambda x: -x[0])
+    all_scores = np.array([s for s, _ in scored])
     stl = partition_score([[t] for t in tasks])
-    oracle = float(all_scores[0])
+    oracle, oracle_partition = scored[0]
 
     def fraction(value: float) -> float | None:
         return None if abs(oracle - stl) < 1e-12 else (value - stl) / (oracle - stl)
 
+    # 2) the methods (resumable pipeline stages; evaluator-based ones reuse the oracle's trainings)
+    pvi, groupings = run_grouping_stages(pipe)
+    for method, grouping in metric_objective_groupings(pipe, METRIC_METHODS, num_tasks=len(tasks), **fields).items():
+        groupings[f"{method} (metric)"] = grouping
     # 3) the recommendation over the affordable methods' groupings (resumable runs/)
     candidates = {m: g for m, g in groupings.items() if not m.startswith("exhaustive")}
     rec_start = time.perf_counter()
@@ -145,12 +264,40 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for t, r in rec.rows.items()}
     harmed = [t for t, r in per_task.items() if r["test_high"] is not None and r["test_high"] < 0]
     gained = [t for t, r in per_task.items() if r["test_low"] is not None and r["test_low"] > 0]
+
+    # 4) low resource: the same comparison at --low-resource rows per task
+    low_suite = load_shared_nlp_suite(tasks, max_train=low_cap, seed=0)
+    best_methods = [r for r in sorted(rows, key=lambda r: r["rank"])
+                    if r["method"] not in ("recommended", "all_in_one") and not r["method"].startswith("exhaustive")][:3]
+    low_partitions: dict[str, list[list[str]]] = {"single_task": [[t] for t in tasks], "all_in_one": [list(tasks)],
+                                                 "recommended": [list(g) for g in rec.grouping.groups],
+                                                 "oracle (main cap)": [list(g) for g in oracle_partition]}
+    for r in best_methods:
+        low_partitions[r["method"]] = r["groups"]
+    low_groups = sorted({tuple(sorted(g)) for p in low_partitions.values() for g in p})
+    low_table, low_seconds = train_groups(low_suite, low_groups, seeds, config, out / "lowres" / "evaluator",
+                                          pipe._tok(), ledger, label="low-resource")
+    low_score = {g: {t: float(np.mean(v)) for t, v in per.items()} for g, per in low_table.items()}
+    low_stl = {t: low_score[(t,)][t] for t in tasks}
+    low_rows = {}
+    for label, partition in low_partitions.items():
+        per = {t: low_score[tuple(sorted(g))][t] for g in partition for t in g}
+        main_per = {t: score[tuple(sorted(g))][t] for g in partition for t in g}
+        low_rows[label] = {"groups": partition, "score": float(np.mean(list(per.values()))),
+                           "gain_vs_stl": float(np.mean([per[t] - low_stl[t] for t in tasks])),
+                           "main_cap_gain_vs_stl": float(np.mean(list(main_per.values()))) - stl,
+                           "tasks_below_stl": sorted(t for t in tasks if per[t] < low_stl[t] - 1e-12),
+                           "per_task_gain": {t: per[t] - low_stl[t] for t in tasks}}
+
     payload = {
         "study": "evidence_v2", "finetune": mode, "mode_note": why, "tasks": tasks, "metrics": metric,
-        "seeds": seeds, "recommend_seeds": rec.seeds, "max_train": max_train,
-        "settings": config.train_settings(seeds[0]).to_dict(), "environment": environment(),
+        "seeds": seeds, "recommend_seeds": rec.seeds, "max_train": max_train, "low_resource_cap": low_cap,
+        "settings": settings, "environment": environment(),
         "wall_seconds": time.perf_counter() - start, "oracle_train_seconds": oracle_seconds,
-        "references": {"single_task": stl, "oracle (test)": oracle, "mean partition": float(all_scores.mean())},
+        "references": {"single_task": stl, "oracle (test)": oracle, "mean partition": float(all_scores.mean()),
+                       "all_in_one": partition_score([list(tasks)])},
+        "oracle_partition": oracle_partition, "num_partitions": len(partitions),
+        "all_partition_scores": all_scores.tolist(),
         "methods": rows,
         "recommendation": {"groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
                            "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
@@ -159,10 +306,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                            "cost_fraction_of_oracle_incl_methods":
                                (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
                            "flags": {t: f for t, f in rec.flags.items() if f}},
+        "low_resource": {"cap": low_cap, "train_seconds": low_seconds, "rows": low_rows},
     }
     path = write_results(name, payload)
-    print(f"\n{why}; STL {stl:.4f}  oracle {oracle:.4f}  ({len(partitions)} partitions, oracle training "
-          f"{oracle_seconds:.0f} s)")
+    try:
+        from evidence_common import save_oracle_figures
+
+        save_oracle_figures(payload, name)
+    except ImportError:  # matplotlib missing: the JSON is the result
+        pass
+    print(f"\n{why}; STL {stl:.4f}  all-in-one {payload['references']['all_in_one']:.4f}  oracle {oracle:.4f} "
+          f"{oracle_partition}  ({len(partitions)} partitions, oracle training {oracle_seconds:.0f} s)")
     for r in sorted(rows, key=lambda r: r["rank"]):
         frac, cost = r["fraction_of_oracle_gain"], r["cost_fraction_of_oracle"]
         print(f"  {r['method']:<24} rank {r['rank']:>3}/{len(partitions)}  score {r['score']:.4f}  "
@@ -175,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         interval = "-" if lo is None else f"[{lo:+.3f}, {hi:+.3f}]"
         print(f"  {t:<20} {r['metric']:<9} {r['test_difference']:+.3f} {interval:<18} {r['verdict']}")
     print(f"gain beyond noise: {len(gained)}/{len(tasks)}; harmed beyond noise: {len(harmed)} {harmed}")
+    print(f"\nlow resource ({low_cap} rows/task) vs main cap ({max_train}): mean gain over single-task")
+    for label, r in low_rows.items():
+        print(f"  {label:<24} low {r['gain_vs_stl']:+.4f}  main {r['main_cap_gain_vs_stl']:+.4f}  "
+              f"below STL at low cap: {r['tasks_below_stl']}")
     print(f"wrote {path}")
 
 
