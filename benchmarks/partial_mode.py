@@ -14,6 +14,9 @@ Usage::
 
     python benchmarks/partial_mode.py --quick     # 100 rows/task, 1 epoch, 1 seed (a smoke run)
     python benchmarks/partial_mode.py             # 400 rows/task, 4 epochs, seeds 0 1, k = 1 2
+    python benchmarks/partial_mode.py --skip-timing --max-train 300 --partial-learning-rate 3e-4 --ks 1,2,3
+
+The score trainings are cached (``--cache-dir``), so a stopped run resumes.
 
 Writes benchmarks/results/partial_mode[_quick].json. Runs with one torch thread (shared machine).
 """
@@ -52,7 +55,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=None, help="default 4 (quick 1)")
     p.add_argument("--seeds", default=None, help="comma-separated (default 0,1; quick 0)")
     p.add_argument("--ks", default="1,2", help="trainable_layers values of partial mode, comma-separated")
-    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--learning-rate", type=float, default=5e-5, help="full mode's learning rate (and partial's unless "
+                   "--partial-learning-rate is given)")
+    p.add_argument("--partial-learning-rate", type=float, default=None,
+                   help="partial mode's learning rate (default: --learning-rate); only the top k layers and heads train")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where the score trainings are cached, so a stopped run resumes (default "
+                        "benchmarks/results/cache/<result name>)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--timing-repeats", type=int, default=None, help="rounds of the timing (default 2; quick 1)")
@@ -85,8 +94,9 @@ def _settings(mode: str, args: argparse.Namespace, seed: int) -> Any:
     from hf_taskgroup.training.train import TrainSettings
 
     finetune, k = mode_parts(mode)
+    lr = args.learning_rate if finetune == "full" or args.partial_learning_rate is None else args.partial_learning_rate
     return TrainSettings(finetune=finetune, trainable_layers=k or 2, pooling="mean", trunk_hidden_sizes=[256],
-                         max_length=args.max_length, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
+                         max_length=args.max_length, num_train_epochs=args.epochs, learning_rate=lr,
                          per_device_train_batch_size=args.batch_size, seed=seed)
 
 
@@ -240,24 +250,28 @@ def memory_check(num_tasks: int, rows: int, tokens: int, hidden: int, batch_size
     }
 
 
-def scores(suite: Any, modes: Sequence[str], seeds: Sequence[int], args: argparse.Namespace) -> dict[str, Any]:
-    """Test primary metric of single-task and all-in-one models per mode and seed."""
-    from hf_taskgroup.training.train import train_group
+def scores(suite: Any, modes: Sequence[str], seeds: Sequence[int], args: argparse.Namespace,
+           cache_dir: Path) -> dict[str, Any]:
+    """Test primary metric of single-task and all-in-one models per mode and seed.
+
+    Each training goes through the evaluator cache under ``cache_dir`` (keyed by its settings and seed), so a
+    stopped run resumes with the trainings it has not done yet."""
+    from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
+    from hf_taskgroup.training.metrics import primary_metric
 
     tasks = suite.task_names
+    metric = {t: primary_metric(suite[t].type) for t in tasks}
     out: dict[str, Any] = {}
     for mode in modes:
         out[mode] = {"stl": {t: [] for t in tasks}, "mtl": {t: [] for t in tasks}, "train_seconds": 0.0}
         for seed in seeds:
-            settings = _settings(mode, args, seed)
+            ev = make_suite_evaluator(suite, _settings(mode, args, seed), cache_dir)
             plans = [("mtl", tasks)] + [("stl", [t]) for t in tasks]
             for kind, group in plans:
-                with tempfile.TemporaryDirectory(prefix="partial_bench_") as tmp:
-                    res = train_group(suite, group, settings, output_dir=tmp, eval_splits=("test",))
-                res.pop("trainer", None)
-                out[mode]["train_seconds"] += res["train_seconds"]
+                res = ev(list(group))
+                out[mode]["train_seconds"] += float(ev.training_seconds(group) or 0.0)
                 for t in group:
-                    out[mode][kind][t].append(res["tasks"][t]["test"][res["primary"][t]])
+                    out[mode][kind][t].append(res[t][f"test_{metric[t]}"])
             print(f"  scores: {mode:<11} seed {seed} done (mtl {[round(v[-1], 3) for v in out[mode]['mtl'].values()]}, "
                   f"stl {[round(v[-1], 3) for v in out[mode]['stl'].values()]})", flush=True)
     return out
@@ -321,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     payload: dict[str, Any] = {
         "tasks": TASKS, "max_train": max_train, "max_test": max_test, "epochs": args.epochs, "seeds": seeds, "modes": modes,
-        "learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
+        "learning_rate": args.learning_rate,
+        "partial_learning_rate": args.partial_learning_rate or args.learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
         "model": "all-MiniLM-L6-v2 (6 layers, 384 dims)", "environment": environment(),
     }
     start = time.perf_counter()
@@ -345,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "speedup/epoch cpu", f"cpu speedup {args.epochs:g} ep incl. cache", "states MiB"], rows))
     if not args.skip_scores:
         print(f"scores: single-task and all-in-one, seeds {seeds}, {args.epochs:g} epochs", flush=True)
-        score = scores(suite, modes, seeds, args)
+        from common import RESULTS_DIR
+
+        score = scores(suite, modes, seeds, args, args.cache_dir or RESULTS_DIR / "cache" / name)
         payload["scores"] = score
         payload["summary"] = summarize(score, modes, TASKS)
         rows = []

@@ -29,6 +29,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import typing
@@ -535,6 +536,17 @@ class ExecutorArguments(ConfigBase):
         if self.ray_address is not None and self.executor != "ray":
             raise ConfigError(f"--ray_address {self.ray_address!r} needs --executor ray (got {self.executor!r})")
 
+    def check_single_process(self) -> None:
+        """Refuse ``--executor ray`` under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1).
+
+        A Ray training runs in one worker process; several launched processes make each training
+        data-parallel instead (docs/ray.md: use one or the other).
+        """
+        world = os.environ.get("WORLD_SIZE", "1")
+        if self.executor != "serial" and world.isdigit() and int(world) > 1:
+            raise ConfigError(f"--executor {self.executor} runs each training in one process; this one is one of "
+                              f"{world} launched processes (accelerate launch / torchrun): use --executor serial")
+
     def make_executor(self) -> Any:
         """The executor these settings describe (a Ray executor starts Ray only when it dispatches)."""
         from hf_taskgroup.executor import Resources, make_executor
@@ -763,8 +775,8 @@ class PipelineConfig(RecommendArguments, LLMRunArguments, ExecutorArguments, Pub
 
 
 @dataclass
-class TrainCommandConfig(TrainJobArguments, SeedArguments, GroupTrainingArguments, ModelArguments, SuiteArguments,
-                         _SettingsMixin):
+class TrainCommandConfig(TrainJobArguments, ExecutorArguments, SeedArguments, GroupTrainingArguments, ModelArguments,
+                         SuiteArguments, _SettingsMixin):
     """``hf-taskgroup train`` and ``scripts/train_mtl.py``.
 
     Example::
@@ -789,8 +801,8 @@ class TrainCommandConfig(TrainJobArguments, SeedArguments, GroupTrainingArgument
 
 
 @dataclass
-class PVICommandConfig(PVIJobArguments, HubArguments, SeedArguments, PVIArguments, ModelArguments, SuiteArguments,
-                       _SettingsMixin):
+class PVICommandConfig(PVIJobArguments, ExecutorArguments, HubArguments, SeedArguments, PVIArguments, ModelArguments,
+                       SuiteArguments, _SettingsMixin):
     """``hf-taskgroup pvi`` and ``scripts/compute_pvi.py`` (``PVIJob`` is this class).
 
     Example::
@@ -844,7 +856,7 @@ class ExportCommandConfig(ConfigBase):
 
 
 @dataclass
-class GroupCommandConfig(GroupJobArguments, SeedArguments, GroupingOptions, PVIGroupingArguments,
+class GroupCommandConfig(GroupJobArguments, ExecutorArguments, SeedArguments, GroupingOptions, PVIGroupingArguments,
                          GroupTrainingArguments, ModelArguments, SuiteArguments, _SettingsMixin):
     """``hf-taskgroup group``: one grouping method on PVI artifacts, an affinity file or a suite.
 

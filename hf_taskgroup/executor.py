@@ -71,7 +71,8 @@ class Resources:
 
 
 #: The executor knobs (``executor``, ``ray_address``, ``num_cpus_per_training``, ``num_gpus_per_training``,
-#: ``max_retries``), declared once in the configuration spine and part of ``PipelineConfig``.
+#: ``max_retries``), declared once in the configuration spine and part of ``PipelineConfig`` and of the
+#: ``pvi`` / ``group`` / ``train`` subcommands' configs.
 ExecutorOptions = ExecutorArguments
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings,
 from hf_taskgroup.training.features import default_feature_cache
 from hf_taskgroup.training.train import default_model_path, load_tokenizer, train_group
 from hf_taskgroup.utils import atomic_write_json
+from hf_taskgroup.utils import write_folder as _write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -543,24 +543,6 @@ class _TrainJob:
             save_group_model(trainer.model, self.tokenizer, folder)  # merges LoRA: the folder reloads with AutoModel
             files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         return res, files
-
-
-def _write_folder(target: Path, files: Mapping[str, bytes]) -> None:
-    """Write ``{relative path: bytes}`` as the folder ``target``, replacing it whole (no half-written model)."""
-    import shutil
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the model folder is an ordinary folder
-    for name, data in files.items():
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        (staging / name).write_bytes(data)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.replace(target)
 
 
 def _load_suite(config: PipelineConfig) -> TaskSuite:

@@ -65,3 +65,39 @@ def _json_default(obj: Any) -> Any:
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """JSON-dump ``data`` (numpy values allowed) to ``path`` atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, sort_keys=False))
+
+
+def read_folder(folder: str | Path) -> dict[str, bytes]:
+    """Every file under ``folder`` as ``{relative posix path: bytes}`` (what a worker returns instead of writing).
+
+    Example::
+
+        >>> files = read_folder("outputs/tmp/model")  # doctest: +SKIP
+        >>> write_folder("outputs/train/mtl", files)  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_folder(target: str | Path, files: dict[str, bytes]) -> None:
+    """Write ``{relative path: bytes}`` as the folder ``target``, replacing it whole (never a half-written folder).
+
+    The files are staged in a sibling folder that then replaces ``target``; the folder gets the mode of a
+    plain ``mkdir`` (``0o777`` minus the umask).
+
+    Example::
+
+        >>> write_folder("outputs/run/runs/a+b/model", {"config.json": b"{}"})  # doctest: +SKIP
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; this is an ordinary folder
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)

@@ -117,3 +117,25 @@ def tokenized(suite):
     from utils import tiny_tokenizer
 
     return suite.tokenize(tiny_tokenizer(), max_length=32)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray with 2 CPUs for the module that asks for it (no dashboard, no usage report, no auth token,
+    nothing from the network); workers find tests/utils.py and the test modules on PYTHONPATH."""
+    ray = pytest.importorskip("ray")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), *filter(None, [saved["PYTHONPATH"]])])
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _node_ip_address="127.0.0.1")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

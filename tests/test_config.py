@@ -68,6 +68,25 @@ def test_cli_defaults_equal_the_library_defaults(command):
     assert dataclasses.asdict(config) == dataclasses.asdict(library)
 
 
+@pytest.mark.parametrize("command", ["run", "train", "pvi", "group"])
+def test_every_training_subcommand_takes_the_executor_flags_with_the_library_defaults(command):
+    """run, train, pvi and group read the one declaration of the executor knobs (ExecutorArguments)."""
+    from hf_taskgroup.executor import RayExecutor, Resources, SerialExecutor
+
+    assert issubclass(CONFIGS[command], spine.ExecutorArguments)
+    library = spine.ExecutorArguments()
+    _, config = parse([command, *MINIMAL[command]])
+    for f in dataclasses.fields(spine.ExecutorArguments):
+        assert getattr(config, f.name) == getattr(library, f.name), f"{command} --{f.name}"
+    assert isinstance(config.make_executor(), SerialExecutor)
+    _, config = parse([command, *MINIMAL[command], "--executor", "ray", "--ray_address", "auto",
+                       "--num_gpus_per_training", "0.5", "--max_retries", "4"])
+    ex = config.make_executor()
+    assert isinstance(ex, RayExecutor) and (ex.address, ex.resources, ex.max_retries) == ("auto", Resources(1.0, 0.5), 4)
+    with pytest.raises(ConfigError, match="needs --executor ray"):
+        parse([command, *MINIMAL[command], "--ray_address", "auto"])
+
+
 def test_no_arguments_runs_the_demo_with_library_defaults():
     command, config = parse([])
     assert command == "run" and config == PipelineConfig()

@@ -32,7 +32,6 @@ from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 from hf_taskgroup.pipeline import Pipeline, PipelineConfig
 from hf_taskgroup.training.train import TrainSettings
 
-TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.filterwarnings("ignore::hf_taskgroup.pvi.scores.PVICollapseWarning")
 SUITE = TaskSuite(
     [
@@ -221,27 +220,6 @@ def test_recommendation_dispatches_its_missing_seeds_through_the_executor(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------- Ray
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray with 2 CPUs for this module; workers find tests/utils.py and this module on PYTHONPATH."""
-    ray = pytest.importorskip("ray")
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [saved["PYTHONPATH"]])])
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token written to the home folder
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _node_ip_address="127.0.0.1")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _same(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):

@@ -10,7 +10,8 @@ Inputs are built from what the method needs (see ``--list_methods``):
   square matrix over ``--tasks``). Without ``--affinity``, ``transfer_gain`` and ``tag`` collect it during one
   multi-task training of ``--suite`` (cached as JSON in ``--cache_dir``, or next to ``--output``).
 - ``exhaustive`` / ``affinity_search`` / ``surrogate``: a cached evaluator training groups of ``--suite``
-  (results cached in ``--cache_dir``).
+  (results cached in ``--cache_dir``); its trainings go through ``--executor`` (``ray``: the candidate groups
+  train side by side as Ray tasks, docs/ray.md; the other methods dispatch no trainings through it).
 - ``task_embedding``: fine-tunes each task of ``--suite`` (embeddings cached in ``--cache_dir``).
 - ``grad_estimate``: trains one base model on ``--suite`` and estimates every subset from its gradients
   (cached in ``--cache_dir``).
@@ -137,6 +138,7 @@ def run(config: GroupCommandConfig, ctx: Any = None) -> int:
             print(f"{name:<16} needs: {needs:<22} {info['description']}")
             print(f"{'':<16} options: {', '.join(info['options']) or '-'}")
         return 0
+    config.check_single_process()
     grouping, pvi = _group(config)
     grouping.to_json(config.output)
     print(f"{grouping.method}: {len(grouping.groups)} group(s) of {len(grouping.tasks)} tasks")
@@ -151,7 +153,16 @@ def run(config: GroupCommandConfig, ctx: Any = None) -> int:
 
 def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
     """The method's inputs from the command's sources (``--pvi_dir``, ``--affinity``, ``--suite``), built by the
-    one input resolver the pipeline uses too, then the method."""
+    one input resolver the pipeline uses too, then the method. The evaluator's trainings go through the
+    command's executor (``--executor``), as in the main job."""
+    executor = config.make_executor()  # Ray (if chosen) starts at the first dispatched training
+    try:
+        return _group_with(config, executor)
+    finally:
+        executor.close()
+
+
+def _group_with(config: GroupCommandConfig, executor: Any) -> tuple[Any, dict | None]:
     from hf_taskgroup.grouping.inputs import InputSources
     from hf_taskgroup.grouping.registry import group_tasks, method_inputs
 
@@ -188,11 +199,15 @@ def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
         collections.append(_collect(config, suite, tasks, kind))
         return collections[-1].matrix
 
+    evaluators: list[Any] = []
+
     def evaluator() -> Any:
         from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator
 
-        return make_suite_evaluator(suite, config.train_settings(config.seed), _cache(config, "groups"),
-                                    seed=config.seed, objective=config.evaluator_objective)
+        evaluators.append(make_suite_evaluator(suite, config.train_settings(config.seed), _cache(config, "groups"),
+                                               seed=config.seed, objective=config.evaluator_objective,
+                                               executor=executor))
+        return evaluators[-1]
 
     sources = InputSources(
         tasks=list(tasks), affinity=affinity, evaluator=evaluator if suite is not None else None, suite=suite,
@@ -201,6 +216,9 @@ def _group(config: GroupCommandConfig) -> tuple[Any, dict | None]:
         cache_dir=_cache(config, method),
     )
     grouping = group_tasks(method, tasks, sources=sources, **options)
+    if config.executor != "serial" and not evaluators:
+        logger.info("--executor %s: method %r trains no candidate groups, so nothing was dispatched through it",
+                    config.executor, method)
     for collection in collections:
         grouping.cost.trainings += 1
         grouping.cost.seconds += collection.seconds

@@ -16,7 +16,8 @@ CONFIG = PVICommandConfig
 HELP = "score every task with pointwise V-usable information (PVI) and optionally push the datasets"
 DESCRIPTION = ("Train g_x and the null model per task, score held-out examples with PVI (bits), write "
                "OUTPUT_DIR/<task>/{dataset,summary.json}; a re-run skips finished tasks with the same settings. "
-               "For `accelerate launch` and mixed precision, use scripts/compute_pvi.py.")
+               "--executor ray trains the tasks side by side (one Ray task per task: its models, all folds, the "
+               "scoring; docs/ray.md). For `accelerate launch` and mixed precision, use scripts/compute_pvi.py.")
 
 #: old flag -> field (renamed in 0.2; accepted for one release)
 ALIASES = {"--null": "pvi_null", "--heldout": "pvi_heldout", "--folds": "pvi_folds", "--splits": "pvi_splits",

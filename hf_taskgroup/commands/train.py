@@ -13,7 +13,9 @@ from hf_taskgroup.config import TrainCommandConfig
 CONFIG = TrainCommandConfig
 HELP = "train tasks multi-task (one model) and/or single-task (one model each) and print per-task scores"
 DESCRIPTION = ("Train a task suite multi-task and/or single-task; write metrics JSON and the resolved config. "
-               "For every TrainingArguments flag and `accelerate launch`, use scripts/train_mtl.py.")
+               "--executor ray trains the models of --mode stl/both side by side (one Ray task per model; "
+               "docs/ray.md); --mode mtl trains one model, so there is nothing to parallelise and it trains in "
+               "this process. For every TrainingArguments flag and `accelerate launch`, use scripts/train_mtl.py.")
 
 
 def configure(parser: Any) -> None:

@@ -29,8 +29,10 @@ def run_pvi_job(job: PVICommandConfig, *, tokenizer: Any = None, model_factory: 
                 echo: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Validate the suite and the model, compute PVI (resuming finished tasks), print the table.
 
-    Returns ``{task: PVIResult}`` on the main process (``None`` on the others). The resolved config is
-    written to ``<output_dir>/config.json``.
+    Returns ``{task: PVIResult}`` on the main process (``None`` on the others). The resolved config (with
+    the executor settings) is written to ``<output_dir>/config.json``. The tasks' trainings go through the
+    job's executor (``--executor serial|ray``, :class:`hf_taskgroup.config.ExecutorArguments`), one call per
+    task, as in the main job; the artifacts are written here as each task finishes.
     """
     from hf_taskgroup.data.tasks import TaskSuite
     from hf_taskgroup.demo import DEMO_SUITE_PATH
@@ -43,16 +45,22 @@ def run_pvi_job(job: PVICommandConfig, *, tokenizer: Any = None, model_factory: 
         suite = suite.subset(tasks)
     suite.validate()
     job.check_model(tokenizer)  # the model exists and --max_length fits it, before any work
+    job.check_single_process()  # --executor ray is not for `accelerate launch` (each training is one process)
     if _is_main_process():
         from pathlib import Path
 
         atomic_write_json(Path(job.output_dir) / "config.json", {**job.to_dict(), "tasks": suite.task_names})
-    results = compute_pvi(
-        suite, tokenizer=tokenizer, settings=job.pvi_settings(job.seed), null=job.pvi_null, heldout=job.pvi_heldout,
-        folds=job.pvi_folds, splits=list(job.pvi_splits), output_dir=job.output_dir, overwrite=job.overwrite,
-        model_factory=model_factory, smoothing=job.pvi_smoothing, max_train_examples=job.max_train_examples,
-        training_args=job.training_args, progress=job.progress,
-    )
+    executor = job.make_executor()  # --executor: one dispatched call per task (its models, all folds, the scoring)
+    try:
+        results = compute_pvi(
+            suite, tokenizer=tokenizer, settings=job.pvi_settings(job.seed), null=job.pvi_null,
+            heldout=job.pvi_heldout, folds=job.pvi_folds, splits=list(job.pvi_splits), output_dir=job.output_dir,
+            overwrite=job.overwrite, model_factory=model_factory, smoothing=job.pvi_smoothing,
+            max_train_examples=job.max_train_examples, training_args=job.training_args, progress=job.progress,
+            executor=executor,
+        )
+    finally:
+        executor.close()  # a local Ray started for this job stops; a joined cluster keeps running
     if not _is_main_process():
         return None
     echo(format_pvi_table(results))

@@ -305,14 +305,77 @@ def _as_list(value: Any, kind: type = str) -> list[Any]:
     return [kind(v.strip()) if isinstance(v, str) else kind(v) for v in value]
 
 
+class _PlanTraining:
+    """One training of :func:`run_training_script`: ``(name, tasks, out) -> {"result": ..., "files": ... or None}``.
+
+    Picklable, so it runs on any executor. In this process (``ship_model`` False) a saved model goes to ``out``
+    as it always did; on a parallel executor the training runs in a temporary folder and a saved model comes
+    back as ``{relative path: bytes}``, which the driver writes (a worker writes nothing shared).
+    """
+
+    def __init__(self, suite: TaskSuite, settings: TrainSettings, training_args: Any, save_model: bool,
+                 ship_model: bool) -> None:
+        self.suite, self.settings, self.training_args = suite, settings, training_args
+        self.save_model, self.ship_model = bool(save_model), bool(ship_model)
+
+    def __call__(self, plan: tuple[str, list[str], Path]) -> dict[str, Any]:
+        import dataclasses
+        import tempfile
+
+        from hf_taskgroup.utils import read_folder
+
+        name, tasks, out = plan
+        logger.info("training %s on %s", name, tasks)
+        if not self.ship_model:
+            args = dataclasses.replace(self.training_args, output_dir=str(out))
+            result = train_group(self.suite, tasks, self.settings, args=args, save_model=self.save_model)
+            result.pop("trainer")
+            return {"result": result, "files": None}
+        with tempfile.TemporaryDirectory(prefix="hf_taskgroup_train_") as tmp:
+            args = dataclasses.replace(self.training_args, output_dir=tmp)
+            result = train_group(self.suite, tasks, self.settings, args=args, save_model=self.save_model)
+            result.pop("trainer")
+            return {"result": result, "files": read_folder(tmp) if self.save_model else None}
+
+
+def _train_plans(script_args: Any, suite: TaskSuite, settings: TrainSettings, training_args: Any,
+                 plans: list[tuple[str, list[str], Path]]) -> list[dict[str, Any]]:
+    """Train every plan through the command's executor (``--executor``); the results in plan order."""
+    from hf_taskgroup.executor import SerialExecutor
+    from hf_taskgroup.utils import write_folder
+
+    executor: Any = SerialExecutor()
+    if getattr(script_args, "executor", "serial") != "serial":
+        if len(plans) > 1:
+            executor = script_args.make_executor()
+        else:  # documented in `hf-taskgroup train --help`: one model has nothing to run side by side
+            logger.info("--executor %s: --mode %s trains one model, so nothing runs side by side; it trains in "
+                        "this process", script_args.executor, script_args.mode)
+
+    def write(index: int, outcome: dict[str, Any]) -> None:
+        files = outcome.pop("files")  # the bytes are not kept once written
+        if files is not None:  # the driver writes each model as its training finishes
+            write_folder(plans[index][2], files)
+
+    job = _PlanTraining(suite, settings, training_args, script_args.save_model, ship_model=executor.parallel)
+    try:
+        outcomes = executor.map(job, plans, on_result=write, desc="Training",
+                                progress=executor.parallel and not training_args.disable_tqdm)
+    finally:
+        executor.close()  # a local Ray started for this command stops; a joined cluster keeps running
+    return [outcome["result"] for outcome in outcomes]
+
+
 def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
     """What ``hf-taskgroup train`` and ``scripts/train_mtl.py`` do: validate the suite, train MTL and/or STL,
-    print and write metrics (and the resolved config to ``<output_dir>/config.json``).
+    print and write metrics (and the resolved config, executor settings included, to ``<output_dir>/config.json``).
 
     ``script_args`` is a :class:`hf_taskgroup.config.TrainCommandConfig`; ``training_args`` the complete
     :class:`MultiTaskTrainingArguments` (from ``script_args.training_arguments()`` plus any extra flags).
+    With ``--executor ray`` and more than one model to train (``--mode stl`` or ``both``), the models train
+    side by side as Ray tasks and the driver writes their folders; with ``--mode mtl`` there is one training,
+    which runs in this process (one info line says so).
     """
-    import dataclasses
     import json
 
     from hf_taskgroup.demo import DEMO_SUITE_PATH
@@ -322,6 +385,8 @@ def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
     if script_args.tasks:
         suite = suite.subset(_as_list(script_args.tasks))
     suite.validate()
+    if hasattr(script_args, "check_single_process"):
+        script_args.check_single_process()  # --executor ray is not for `accelerate launch`
     if training_args.process_index == 0 and hasattr(script_args, "to_dict"):
         atomic_write_json(Path(training_args.output_dir) / "config.json",
                           {**script_args.to_dict(), "tasks": suite.task_names})
@@ -351,11 +416,8 @@ def run_training_script(script_args: Any, training_args: Any) -> dict[str, Any]:
     stl_results: dict[str, Any] = {}
     if script_args.mode in ("stl", "both"):
         plans += [(f"stl:{t}", [t], root / "stl" / t) for t in suite.task_names]
-    for name, tasks, out in plans:
-        args = dataclasses.replace(training_args, output_dir=str(out))
-        logger.info("training %s on %s", name, tasks)
-        result = train_group(suite, tasks, settings, args=args, save_model=script_args.save_model)
-        result.pop("trainer")
+    outcomes = _train_plans(script_args, suite, settings, training_args, plans)
+    for (name, tasks, _), result in zip(plans, outcomes):
         if name == "mtl":
             runs["mtl"] = result
         else:
