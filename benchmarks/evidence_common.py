@@ -18,6 +18,23 @@ FIGURES_DIR = Path(__file__).resolve().parents[1] / "docs" / "figures"
 PVI_TESTS = ("welch", "mannwhitney", "ks", "tost")
 TOST_MARGIN_BITS = 0.1  # two tasks are "equivalent" when their mean PVI differ by less than 0.1 bits
 
+# Evidence v2's training settings (docs/benchmarks.md section 7), shared by evidence_v2.py and evidence_v2_suite.py:
+# partial mode's k, training rows per task, epochs, learning rate and batch (the PVI models use the same epochs
+# and learning rate).
+V2_TRAINABLE_LAYERS = 1
+V2_MAX_TRAIN = 300
+V2_EPOCHS = 4.0
+V2_LEARNING_RATE = 3e-4
+V2_BATCH_SIZE = 16
+
+
+def v2_fields(mode: str, *, trainable_layers: int, learning_rate: float, batch_size: int, epochs: float
+              ) -> dict[str, Any]:
+    """The :func:`study_config` fields of evidence v2: the fine-tuning mode, k, batch and learning rate, and
+    PVI models trained with the same epochs and learning rate as the grouped models."""
+    return {"finetune": mode, "batch_size": batch_size, "learning_rate": learning_rate,
+            "trainable_layers": trainable_layers, "pvi_num_train_epochs": epochs, "pvi_learning_rate": learning_rate}
+
 
 def open_study(stem: str, quick: bool, tasks: Sequence[str], max_train: int, output_dir: Path | None
                ) -> tuple[Any, str, Path] | None:

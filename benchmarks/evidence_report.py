@@ -245,6 +245,55 @@ def v2_table(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def v2_suite_table(d: dict[str, Any]) -> str:
+    """Evidence v2 on all tasks (``evidence_v2_suite.json``): the recommendation, and the PVI claims re-checked."""
+    s = d["settings"]
+    rec = d["recommendation"]
+    lines = [f"{len(d['tasks'])} tasks; {d['finetune']} mode, k = {s.get('trainable_layers')}, {d['max_train']} train "
+             f"rows per task, {s['num_train_epochs']:g} epochs at lr {s['learning_rate']:g}, batch "
+             f"{s['per_device_train_batch_size']}; PVI models {d['pvi_settings']['num_train_epochs']:g} epochs at lr "
+             f"{d['pvi_settings']['learning_rate']:g}; methods {', '.join(d['methods_run'])} (num_groups "
+             f"{d['num_groups']}); recommendation seeds {rec['seeds']}; wall time of the last (resumed) run "
+             f"{d['wall_seconds']:.0f} s.", "",
+             f"Recommendation {_groups(rec['groups'])} (from {rec['candidate']}); per task, test gain over single-task "
+             f"with its {int(100 * rec['confidence'])}% interval (seeds paired):", ""]
+    per = [[t, r["metric"], _f(r["test_single"]), _f(r["test_grouped"]), _f(r["test_difference"], "+.3f"),
+            "-" if r["test_low"] is None else f"[{r['test_low']:+.3f}, {r['test_high']:+.3f}]", r["verdict"]]
+           for t, r in rec["per_task_test"].items()]
+    lines.append(markdown_table(["task", "metric", "single-task", "recommended", "test gain", "interval",
+                                 "verdict (validation)"], per))
+    flags = "; ".join(f"{t}: {', '.join(f)}" for t, f in rec["flags"].items()) or "none"
+    lines += ["", f"Gain beyond noise: **{len(rec['tasks_gained_beyond_noise'])}/{len(d['tasks'])}**; harmed beyond "
+              f"noise: **{len(rec['tasks_harmed_beyond_noise'])}** {rec['tasks_harmed_beyond_noise']}. Flags: {flags}. "
+              f"Parameters {rec['parameters'] / 1e6:.1f}M vs single-task {rec['single_task_parameters'] / 1e6:.1f}M "
+              f"(saved {rec['parameters_saved'] / 1e6:.1f}M). Cost: {rec['trainings']} trainings, "
+              f"{rec['train_seconds']:.0f} s of training, besides the candidate methods' {rec['candidate_methods_seconds']:.0f} s.",
+              ""]
+    cands = [[n, _groups(c["initial_groups"]), ", ".join(c["split_out"]) or "-", _f(c["mean_validation_gain"], "+.4f")]
+             for n, c in rec["candidates"].items()]
+    lines += [markdown_table(["candidate", "groups proposed", "split out", "mean validation gain"], cands), ""]
+    if d.get("methods"):
+        scope = "every method's groups" if d.get("score_methods") else "the PVI-derived groupings only (--score-methods off)"
+        rows = []
+        pvi_cost = next((r for r in d["methods"] if r["method"] == "pvi"), None)
+        for r in sorted(d["methods"], key=lambda r: -r["mean_gain"]):
+            trainings, seconds = _cost(r, pvi_cost)
+            rows.append([r["method"], _groups(r["groups"]), f"{r['mean_gain']:+.4f} ± {r['mean_gain_seed_std']:.4f}",
+                         f"{r['multitask_tasks_matched_or_gained']}/{r['tasks_in_multitask_groups']}",
+                         r["tasks_negative"], trainings, seconds])
+        lines += [f"Scored on test ({scope}), mean over the recommendation's seeds:", "",
+                  markdown_table(["grouping", "groups", "mean test gain ± sd over seeds",
+                                  "tasks in shared groups matching or beating STL", "negative transfer", "trainings",
+                                  "seconds"], rows)]
+    c = d.get("pvi_claims")
+    if c:
+        lines += ["", f"PVI claims: PVI groups mean gain {c['pvi_mean_gain']:+.4f} vs dissimilar-PVI groups "
+                  f"{c['pvi_dissimilar_mean_gain']:+.4f}; PVI minus dissimilar per seed: "
+                  f"{', '.join(f'{x:+.4f}' for x in c['pvi_minus_dissimilar_per_seed'])}; tasks in shared PVI groups "
+                  f"matching or beating single-task: {c['pvi_multitask_tasks_matched_or_gained']}/{c['pvi_multitask_tasks']}."]
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "oracle": ("evidence_oracle", oracle_table),
     "suite": ("evidence_suite", suite_table),
@@ -253,6 +302,7 @@ SECTIONS = {
     "tabular": ("tabular_grouping", tabular_table),
     "v2-progress": ("evidence_v2_progress", v2_progress_table),
     "v2": ("evidence_v2", v2_table),
+    "v2-suite": ("evidence_v2_suite", v2_suite_table),
 }
 
 

@@ -88,6 +88,45 @@ def seed_gains(grouping: Grouping, results: Mapping[str, Mapping[int, Mapping[st
     return out
 
 
+def method_rows(evaluations: Mapping[str, Any], groupings: Mapping[str, Grouping],
+                results: Mapping[str, Mapping[int, Mapping[str, Any]]], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """One JSON row per method: groups, cost, mean test gain (and per seed), tasks gained / negative, parameters,
+    per-task scores (``evaluations``: :func:`~hf_taskgroup.report.evaluation.evaluate_groupings` on test)."""
+    rows = []
+    for method, ev in evaluations.items():
+        per_seed = seed_gains(groupings[method], results, seeds)
+        multi = [r for r in ev.rows.values() if len(r.group) > 1]
+        rec = grouping_record(method, groupings[method])
+        rec.update({
+            "mean_gain": ev.mean_gain, "mean_gain_seed_std": float(np.std(per_seed)), "mean_gain_per_seed": per_seed,
+            "tasks_gained": ev.tasks_gained, "tasks_negative": ev.tasks_negative, "tasks_in_multitask_groups": len(multi),
+            "multitask_tasks_gained": sum(r.gain > 0 for r in multi),
+            "multitask_tasks_matched_or_gained": sum(r.gain >= 0 for r in multi),
+            "grouped_parameters": ev.grouped_parameters, "stl_parameters": ev.stl_parameters,
+            "mean_score": ev.mean_score,
+            "per_task": {t: {"metric": r.metric, "stl": r.stl_mean, "stl_std": r.stl_std, "mtl": r.mtl_mean,
+                             "mtl_std": r.mtl_std, "gain": r.gain, "group": r.group} for t, r in ev.rows.items()},
+        })
+        rows.append(rec)
+    return rows
+
+
+def pvi_claims(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The claims of arXiv 2410.12774 from :func:`method_rows` (needs the ``pvi`` and ``pvi_dissimilar`` rows):
+    grouped tasks match or beat single-task, and PVI groups beat groups of maximally dissimilar PVI."""
+    by_method = {r["method"]: r for r in rows}
+    pvi_row, diss_row = by_method["pvi"], by_method["pvi_dissimilar"]
+    pvi_multi = [t for t, r in pvi_row["per_task"].items() if len(r["group"]) > 1]
+    return {
+        "pvi_tasks_matched_or_gained": sum(r["gain"] >= 0 for r in pvi_row["per_task"].values()),
+        "pvi_multitask_tasks": len(pvi_multi),
+        "pvi_multitask_tasks_matched_or_gained": pvi_row["multitask_tasks_matched_or_gained"],
+        "pvi_mean_gain": pvi_row["mean_gain"], "pvi_dissimilar_mean_gain": diss_row["mean_gain"],
+        "pvi_minus_dissimilar_per_seed": [a - b for a, b in zip(pvi_row["mean_gain_per_seed"], diss_row["mean_gain_per_seed"])],
+        "pvi_groups": pvi_row["groups"], "dissimilar_groups": diss_row["groups"],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -120,33 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluations = evaluate_groupings(groupings, results, split="test")
     report = pipe.stage_report(evaluations, pvi, {})
 
-    rows = []
-    for method, ev in evaluations.items():
-        per_seed = seed_gains(groupings[method], results, seeds)
-        multi = [r for r in ev.rows.values() if len(r.group) > 1]
-        rec = grouping_record(method, groupings[method])
-        rec.update({
-            "mean_gain": ev.mean_gain, "mean_gain_seed_std": float(np.std(per_seed)), "mean_gain_per_seed": per_seed,
-            "tasks_gained": ev.tasks_gained, "tasks_negative": ev.tasks_negative, "tasks_in_multitask_groups": len(multi),
-            "multitask_tasks_gained": sum(r.gain > 0 for r in multi),
-            "multitask_tasks_matched_or_gained": sum(r.gain >= 0 for r in multi),
-            "grouped_parameters": ev.grouped_parameters, "stl_parameters": ev.stl_parameters,
-            "mean_score": ev.mean_score,
-            "per_task": {t: {"metric": r.metric, "stl": r.stl_mean, "stl_std": r.stl_std, "mtl": r.mtl_mean,
-                             "mtl_std": r.mtl_std, "gain": r.gain, "group": r.group} for t, r in ev.rows.items()},
-        })
-        rows.append(rec)
-    by_method = {r["method"]: r for r in rows}
-    pvi_row, diss_row = by_method["pvi"], by_method["pvi_dissimilar"]
-    pvi_multi = [t for t, r in pvi_row["per_task"].items() if len(r["group"]) > 1]
-    claims = {
-        "pvi_tasks_matched_or_gained": sum(r["gain"] >= 0 for r in pvi_row["per_task"].values()),
-        "pvi_multitask_tasks": len(pvi_multi),
-        "pvi_multitask_tasks_matched_or_gained": pvi_row["multitask_tasks_matched_or_gained"],
-        "pvi_mean_gain": pvi_row["mean_gain"], "pvi_dissimilar_mean_gain": diss_row["mean_gain"],
-        "pvi_minus_dissimilar_per_seed": [a - b for a, b in zip(pvi_row["mean_gain_per_seed"], diss_row["mean_gain_per_seed"])],
-        "pvi_groups": pvi_row["groups"], "dissimilar_groups": diss_row["groups"],
-    }
+    rows = method_rows(evaluations, groupings, results, seeds)
+    claims = pvi_claims(rows)
     payload = {
         "study": "suite", "tasks": tasks, "seeds": seeds,
         "settings": {"max_train": max_train, "train": config.train_settings(seeds[0]).to_dict(),

@@ -48,12 +48,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, environment, load_shared_nlp_suite, write_results  # noqa: E402
 from evidence_common import (  # noqa: E402
+    V2_BATCH_SIZE,
+    V2_EPOCHS,
+    V2_LEARNING_RATE,
+    V2_MAX_TRAIN,
+    V2_TRAINABLE_LAYERS,
     all_partitions,
     grouping_record,
     metric_objective_groupings,
     open_study,
     run_grouping_stages,
     study_config,
+    v2_fields,
 )
 from evidence_oracle import METHODS, METRIC_METHODS, QUICK_TASKS, TASKS, subsets  # noqa: E402
 
@@ -164,24 +170,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stage", choices=("all", "oracle"), default="all",
                         help="'oracle': stop after the oracle's trainings (the other stages need all of them)")
     parser.add_argument("--finetune", default=None, help="frozen, partial, lora or full (default: partial if available)")
-    parser.add_argument("--trainable-layers", type=int, default=1, help="partial mode's k (default 1)")
+    parser.add_argument("--trainable-layers", type=int, default=V2_TRAINABLE_LAYERS, help="partial mode's k (default 1)")
     parser.add_argument("--max-train", type=int, default=None, help="training rows per task (default 300; quick 100)")
     parser.add_argument("--low-resource", type=int, default=None, help="the low-resource cap (default 100; quick 50)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="oracle and methods' seeds")
     parser.add_argument("--recommend-seeds", type=int, default=None, help="seeds of the recommendation (default 2 quick, 3)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
     parser.add_argument("--epochs", type=float, default=None, help="training epochs (default 4; quick 2)")
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=V2_LEARNING_RATE)
+    parser.add_argument("--batch-size", type=int, default=V2_BATCH_SIZE)
     parser.add_argument("--num-groups", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     mode, why = choose_mode(args.finetune)
     print(why, flush=True)
     tasks = QUICK_TASKS if args.quick else TASKS
-    max_train = args.max_train or (100 if args.quick else 300)
+    max_train = args.max_train or (100 if args.quick else V2_MAX_TRAIN)
     low_cap = args.low_resource or (50 if args.quick else 100)
-    epochs = args.epochs or (2.0 if args.quick else 4.0)
+    epochs = args.epochs or (2.0 if args.quick else V2_EPOCHS)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     rec_seeds = args.recommend_seeds or (2 if args.quick else 3)
     study = open_study(f"evidence_v2_{mode}", args.quick, tasks, max_train, args.output_dir)
@@ -195,9 +201,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods = [m for m in METHODS if m in available_methods()]
     if "grad_estimate" in available_methods():
         methods.insert(1, "grad_estimate")
-    fields: dict[str, Any] = {"finetune": mode, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                              "trainable_layers": args.trainable_layers, "pvi_num_train_epochs": epochs,
-                              "pvi_learning_rate": args.learning_rate}
+    fields = v2_fields(mode, trainable_layers=args.trainable_layers, learning_rate=args.learning_rate,
+                       batch_size=args.batch_size, epochs=epochs)
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks), **fields)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
