@@ -29,8 +29,12 @@ evidence_v2_suite[_quick]_progress.json`` says how far the run got (and holds wh
 Cost estimate of the full run (from the quick run's timings, scaled; see the end of this docstring for how):
 ESTIMATE_PLACEHOLDER
 
+``--quick`` also caps grad_estimate's gradients at 60 examples per task and split (2 units each for multilabel
+and token tasks) and collects the affinities every 5 steps instead of 50 (its one training has ~19 steps); the full
+run uses ``evidence_v2.py``'s method options.
+
 Writes benchmarks/results/evidence_v2_suite[_quick].json (and the progress file above); caches live under
-benchmarks/results/evidence/evidence_v2_suite[_quick]/ (never committed).
+benchmarks/results/evidence/evidence_v2_suite_<mode>[_quick]/ (ignored by git, never committed).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from hf_taskgroup.utils import atomic_write_json  # noqa: E402
 QUICK_TASKS = ["glue_rte", "mqp", "medical_abstracts", "hoc", "biosses"]
 #: the affordable methods (no search over the partitions of 13 tasks); grad_estimate when installed
 METHODS = ["pvi", "grad_estimate", "tag", "transfer_gain", "clustering", "task_embedding", "all_in_one", "random"]
+GRAD_PROJECTION_CACHE_MB = 3072
 PVI_VARIANTS = ("pvi", "pvi_mannwhitney", "pvi_ks", "pvi_tost", "pvi_dissimilar")
 
 
@@ -153,6 +158,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                        batch_size=args.batch_size, epochs=epochs)
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=num_groups, num_tasks=len(tasks),
                           **fields)
+    # grad_estimate: keep the whole Gaussian projection in memory (k = 1: ~1.8M trainable parameters x 256 dims, about
+    # 1.8 GB); at the library's 512 MB default every projection regenerates it block by block, which dominated the
+    # quick run. Speed only: the blocks are seeded, so the estimates are the same.
+    config.method_options["grad_estimate"] = {"projection_cache_mb": GRAD_PROJECTION_CACHE_MB}
+    if args.quick:  # a smoke run: gradients of at most 60 examples (2 labels / tokens each) per task and split
+        config.method_options["grad_estimate"].update(max_examples=60, max_units_per_example=2)
+        for method in ("tag", "transfer_gain", "clustering"):  # ~19 optimizer steps: collect every 5, not 50
+            config.method_options[method]["every_k_steps"] = 5
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)

@@ -275,3 +275,19 @@ def test_tiny_pipeline_runs_in_partial_mode_and_saves_full_models(tmp_path, tok)
     assert model.predict("sent", ["good great the"], tokenizer=tok)[0] in ("pos", "neg")
     with pytest.raises(ValueError, match="trainable_layers"):
         PipelineConfig(finetune="partial", trainable_layers=0)
+
+
+@pytest.mark.parametrize("kind", ["tag", "transfer_gain"])
+def test_affinity_collection_runs_in_partial_mode(tmp_path, tok, kind):
+    """The lookahead probes read batches of cached token states (TokenStatesDataset), not a datasets.Dataset."""
+    from hf_taskgroup.grouping.evaluators.affinity_collection import collect_affinity
+    from hf_taskgroup.training.train import TrainSettings
+
+    suite = tiny_suite(("classification", "regression", "token_classification"))
+    settings = TrainSettings(finetune="partial", trainable_layers=1, num_train_epochs=1, per_device_train_batch_size=4,
+                             max_length=32, learning_rate=5e-3)
+    result = collect_affinity(suite, None, settings, kind=kind, every_k_steps=1, probe_batch_size=4, tokenizer=tok,
+                              model=_model(suite, seed=3))
+    assert result.steps_collected >= 1 and result.matrix.shape == (3, 3)
+    off = ~np.eye(3, dtype=bool)
+    assert np.isfinite(result.matrix[off]).all() and np.abs(result.matrix[off]).max() > 0
