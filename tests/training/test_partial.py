@@ -291,3 +291,20 @@ def test_affinity_collection_runs_in_partial_mode(tmp_path, tok, kind):
     assert result.steps_collected >= 1 and result.matrix.shape == (3, 3)
     off = ~np.eye(3, dtype=bool)
     assert np.isfinite(result.matrix[off]).all() and np.abs(result.matrix[off]).max() > 0
+
+
+def test_task_embedding_runs_in_partial_mode(tmp_path, tok):
+    """Fisher embeddings read batches of cached token states and pool the trainable top layers' output."""
+    from hf_taskgroup.grouping import group_tasks
+    from hf_taskgroup.training.train import TrainSettings
+
+    suite = tiny_suite(("classification", "regression", "token_classification"))
+    settings = TrainSettings(finetune="partial", trainable_layers=1, num_train_epochs=1, per_device_train_batch_size=4,
+                             max_length=32, learning_rate=5e-3)
+    grouping = group_tasks("task_embedding", suite.task_names, suite=suite, settings=settings, num_groups=2,
+                           tokenizer=tok, model_factory=lambda infos: _model(suite.subset(list(infos)), seed=5),
+                           cache_dir=tmp_path)
+    embeddings = {t: np.asarray(v) for t, v in grouping.scores["embeddings"].items()}
+    assert sorted(embeddings) == sorted(suite.task_names)
+    assert all(np.isfinite(v).all() and v.max() > 0 for v in embeddings.values())
+    assert len(grouping.groups) == 2

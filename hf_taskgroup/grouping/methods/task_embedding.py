@@ -68,14 +68,21 @@ def fisher_embedding(trainer: Any, task: str, *, max_examples: int | None = None
     try:
         for start in range(0, len(rows), batch_size):
             chunk = [int(r) for r in rows[start:start + batch_size]]
-            columns = ds[chunk]
-            batch = trainer.data_collator([{k: v[i] for k, v in columns.items()} for i in range(len(chunk))])
+            # one batched read; a datasets.Dataset and partial mode's TokenStatesDataset both answer __getitems__
+            batch = trainer.data_collator(list(ds.__getitems__(chunk)))
             batch = {k: v.to(device) for k, v in batch.items()}
             feats = batch.pop("features", None)
+            states = batch.pop("hidden_states", None)
+            token_level = ttype == "token_classification"
             if feats is None:
                 with torch.no_grad():
-                    feats = model.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
-                                         token_level=ttype == "token_classification")
+                    if states is not None:  # partial mode: the trainable top layers on the cached lower-layer states
+                        top = model.encode_upper(states, batch.get("attention_mask"),
+                                                 trainable_layers=model.trainable_layers)
+                        feats = top if token_level else model.pool(top, batch.get("attention_mask"))
+                    else:
+                        feats = model.encode(batch["input_ids"], batch.get("attention_mask"),
+                                             batch.get("token_type_ids"), token_level=token_level)
             feats = feats.detach().float().requires_grad_(True)
             with torch.enable_grad():
                 logits = model(features=feats, task_ids=batch["task_ids"]).logits
