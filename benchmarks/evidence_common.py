@@ -115,14 +115,16 @@ def metric_objective_groupings(pipe: Any, methods: Sequence[str], **config: Any)
 def pvi_test_groupings(pipe: Any, pvi: Mapping[str, Any], tests: Sequence[str], cost: Any = None
                        ) -> dict[str, Grouping]:
     """The pipeline's PVI grouping (collapsed tasks kept single) under other tests: ``{"pvi_<test>": ...}``."""
-    values = pipe._pvi_values(pvi)
-    seed = pipe.config.seeds[0]
+    from hf_taskgroup.grouping import group_tasks
+
+    inputs = pipe._method_inputs("pvi", pvi)  # the PVI values and collapsed tasks, as the pipeline's pvi method gets them
+    base = pipe._method_params("pvi")  # incl. keep_collapsed_single and the seed
     out = {}
     for test in tests:
-        params: dict[str, Any] = {"test": test, "seed": seed}
+        params: dict[str, Any] = {**base, "test": test}
         if test == "tost":
             params["equivalence_margin"] = TOST_MARGIN_BITS
-        grouping = pipe._pvi_grouping_without_collapsed(pvi, values, params)
+        grouping = group_tasks("pvi", pipe.tasks, **inputs, **params)
         if cost is not None:  # the grouping itself is free: what it costs is the shared PVI stage
             grouping.cost = dataclasses.replace(cost)
         out[f"pvi_{test}"] = grouping
