@@ -52,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, environment, format_table, load_results, write_results  # noqa: E402
-from evidence_common import all_partitions, open_study, study_config  # noqa: E402
+from evidence_common import all_partitions, open_study  # noqa: E402
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -62,12 +62,11 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def load_frozen_oracle(quick: bool) -> dict[str, Any]:
-    """The trained subsets of ``evidence_oracle.py`` (frozen mode) as ``{"tasks", "max_train", "subsets": {(tasks):
-    {task: {"val_loss", "test_mean"}}}, "seeds", "train_seconds_one_seed", ...}``; ``"settings"`` is set by the caller."""
+    """The trained subsets of ``evidence_oracle.py`` (frozen mode) as ``{"tasks", "max_train", "recorded_settings",
+    "subsets": {(tasks): {task: {"val_loss", "test_mean"}}}, "seeds", "train_seconds_one_seed", ...}``."""
     oracle = load_results("evidence_oracle_quick" if quick else "evidence_oracle")
     return {"source": "evidence_oracle", "tasks": oracle["tasks"], "max_train": oracle["settings"]["max_train"],
             "recorded_settings": oracle["settings"]["train"], "seeds": oracle["seeds"],
-            "epochs": float(oracle["settings"]["train"]["num_train_epochs"]),
             "subsets": {tuple(k.split("+")): {t: {"val_loss": v["val_loss"], "test_mean": v["test_mean"]}
                                               for t, v in per.items()} for k, per in oracle["subsets"].items()},
             "train_seconds_all_seeds": float(oracle["oracle_train_seconds"]),
@@ -222,11 +221,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     suite, name, out = study
     if args.oracle == "evidence_v2":
         oracle = evidence_v2_oracle(progress, ledger, suite)
-        # the study's own settings (mode, k, epochs, learning rate, batch, trunk, max_length, seed of its first seed)
-        settings = TrainSettings(**oracle["recorded_settings"])
-    else:
-        settings = study_config(out, ["grad_estimate"], [0], oracle["epochs"], num_groups=None,
-                                num_tasks=len(tasks)).train_settings(0)
+    # the oracle study's own recorded settings (mode, k, trunk, epochs, learning rate, batch, max_length, seed 0)
+    settings = TrainSettings(**oracle["recorded_settings"])
     if settings.to_dict() != oracle["recorded_settings"]:
         raise SystemExit(f"settings differ from the oracle study's: {settings.to_dict()} vs {oracle['recorded_settings']}")
     print(f"oracle: {oracle['source']}, {len(tasks)} tasks, seeds {oracle['seeds']}, {settings.finetune} mode"
