@@ -167,12 +167,92 @@ def tabular_table(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def v2_progress_table(d: dict[str, Any]) -> str:
+    """How far the evidence v2 oracle got, and what its finished part says (``evidence_v2_progress.json``)."""
+    s = d["settings"]
+    lines = [f"Tasks: {', '.join(d['tasks'])}; {d['finetune']} mode, k = {s.get('trainable_layers')}, "
+             f"{d['max_train']} train rows per task, {s['num_train_epochs']:g} epochs at lr {s['learning_rate']:g}, "
+             f"batch {s['per_device_train_batch_size']}, max_length {s['max_length']}; seeds {d['seeds']}.",
+             "", f"Oracle trainings done: **{d['trainings_done']}/{d['trainings_total']}** "
+             f"({d['oracle_train_seconds']:.0f} s of training); seeds complete: {d['seeds_complete']}.", ""]
+    summary = d.get("summary_of_complete_seeds")
+    if summary:
+        stl = summary["single_task"]
+        rows = [[name, _f(summary[key]), _f(summary[key] - stl, "+.4f")]
+                for name, key in (("single-task", "single_task"), ("all-in-one", "all_in_one"),
+                                  ("mean partition", "mean_partition"), ("oracle (test)", "oracle"))]
+        lines += [f"Over the {summary['seeds']} complete seed(s), all {summary['num_partitions']} partitions scored "
+                  "(mean primary test metric):", "",
+                  markdown_table(["reference", "score", "vs single-task"], rows), "",
+                  f"Oracle partition: {_groups(summary['oracle_partition'])}.", ""]
+    table = d["table"]
+    everything = "+".join(sorted(d["tasks"]))
+    per_task = []
+    for t in d["tasks"]:
+        single = table.get(t, {}).get(t)
+        if not single:
+            continue
+        n = len(single)
+        mean_single = sum(single) / n
+        groups = [(g, v[t]) for g, v in table.items() if t in v and len(v[t]) >= n and g != t]
+        if not groups:
+            continue
+        best = max(groups, key=lambda x: sum(x[1][:n]) / n)
+        worst = min(groups, key=lambda x: sum(x[1][:n]) / n)
+        aio = table.get(everything, {}).get(t)
+        aio_txt = _f(sum(aio[:n]) / n - mean_single, "+.4f") if aio and len(aio) >= n else "not yet"
+        per_task.append([t, str(n), _f(mean_single), aio_txt, f"{sum(best[1][:n]) / n - mean_single:+.4f} ({best[0]})",
+                         f"{sum(worst[1][:n]) / n - mean_single:+.4f} ({worst[0]})", str(len(groups))])
+    if per_task:
+        lines += ["Per task, over the groups trained so far (gain = group minus single-task, same seeds):", "",
+                  markdown_table(["task", "seeds", "single-task", "all-in-one gain", "best group gain",
+                                  "worst group gain", "groups so far"], per_task)]
+    return "\n".join(lines)
+
+
+def v2_table(d: dict[str, Any]) -> str:
+    """The finished evidence v2 study (``evidence_v2.json``): methods, recommendation, low resource."""
+    refs = d["references"]
+    s = d["settings"]
+    lines = [f"Tasks: {', '.join(d['tasks'])}; {d['finetune']} mode, k = {s.get('trainable_layers')}, "
+             f"{d['max_train']} train rows per task, {s['num_train_epochs']:g} epochs at lr {s['learning_rate']:g}; "
+             f"seeds {d['seeds']}; oracle training {d['oracle_train_seconds']:.0f} s.", ""]
+    rows = [[name, "", _f(value), _f(value - refs["single_task"], "+.4f"), "", "", "", ""] for name, value in refs.items()]
+    pvi_cost = next((r for r in d["methods"] if r["method"] == "pvi"), None)
+    for r in sorted(d["methods"], key=lambda r: r["rank"]):
+        trainings, seconds = _cost(r, pvi_cost)
+        rows.append([r["method"], _groups(r["groups"]), _f(r["score"]), _f(r["gain_vs_stl"], "+.4f"),
+                     _f(r["fraction_of_oracle_gain"], "+.2f"), f"{r['rank']}/{d['num_partitions']}", trainings,
+                     _f(r["cost_fraction_of_oracle"], ".3f")])
+    lines.append(markdown_table(["method / reference", "groups", "score", "vs STL", "fraction of oracle gain",
+                                 "rank", "trainings", "cost / oracle"], rows))
+    rec = d["recommendation"]
+    lines += ["", f"Recommendation {_groups(rec['groups'])} (from {rec['candidate']}); per task, test gain over "
+              "single-task with its interval (seeds paired):", ""]
+    per = [[t, r["metric"], _f(r["test_difference"], "+.3f"),
+             "-" if r["test_low"] is None else f"[{r['test_low']:+.3f}, {r['test_high']:+.3f}]", r["verdict"]]
+           for t, r in rec["per_task_test"].items()]
+    lines.append(markdown_table(["task", "metric", "test gain", "interval", "verdict (validation)"], per))
+    lines += ["", f"Gain beyond noise: {len(rec['tasks_gained_beyond_noise'])}/{len(d['tasks'])}; harmed beyond noise: "
+              f"{len(rec['tasks_harmed_beyond_noise'])} {rec['tasks_harmed_beyond_noise']}.", ""]
+    low = d.get("low_resource")
+    if low:
+        rows = [[label, _groups(r["groups"]), _f(r["main_cap_gain_vs_stl"], "+.4f"), _f(r["gain_vs_stl"], "+.4f"),
+                 ", ".join(r["tasks_below_stl"]) or "-"] for label, r in low["rows"].items()]
+        lines += [f"Low resource ({low['cap']} rows per task) beside the main cap ({d['max_train']}):", "",
+                  markdown_table(["partition", "groups", f"gain at {d['max_train']} rows", f"gain at {low['cap']} rows",
+                                  f"tasks below single-task at {low['cap']}"], rows)]
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "oracle": ("evidence_oracle", oracle_table),
     "suite": ("evidence_suite", suite_table),
     "claims": ("evidence_suite", claims_table),
     "modes": ("evidence_modes", modes_table),
     "tabular": ("tabular_grouping", tabular_table),
+    "v2-progress": ("evidence_v2_progress", v2_progress_table),
+    "v2": ("evidence_v2", v2_table),
 }
 
 

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -34,7 +35,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +68,7 @@ __all__ = [
     "tokenizer_fingerprint",
     "verified_folder",
     "verify_all",
+    "weights_fingerprint",
 ]
 
 
@@ -76,6 +78,10 @@ class ArtifactWarning(UserWarning):
 
 class ArtifactError(RuntimeError):
     """An artifact that must be verified (before publishing) is missing, corrupt or unsealed.
+
+    A user-facing condition (the folder was modified, damaged or never finished; or a push would overwrite):
+    the CLI reports it as one line naming the folder or file and exits 2. It stays a ``RuntimeError`` for
+    library callers that catch that.
 
     Example::
 
@@ -143,11 +149,17 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 # --------------------------------------------------------------------------------- file hashing
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+#: Files at least this large have their sha256 memoised per process (path, inode, size, modification time);
+#: smaller ones are hashed on every call, so an in-place edit within one timestamp tick is still seen.
+MEMO_MIN_BYTES = 1 << 20
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (memoised per process on path, size and modification time).
+    """sha256 of a file's bytes (memoised per process on path, inode, size and modification time for files of
+    :data:`MEMO_MIN_BYTES` or more).
 
     Example::
 
@@ -156,12 +168,14 @@ def file_sha256(path: str | Path) -> str:
     """
     path = Path(path)
     st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _FILE_HASHES:
+    memo = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if st.st_size < MEMO_MIN_BYTES or memo not in _FILE_HASHES:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
+        if st.st_size < MEMO_MIN_BYTES:
+            return h.hexdigest()
         _FILE_HASHES[memo] = h.hexdigest()
     return _FILE_HASHES[memo]
 
@@ -255,6 +269,31 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     return stable_hash(identity)
 
 
+def weights_fingerprint(model: Any) -> str:
+    """A fingerprint of a model built by a ``model_factory``: its class, config and every weight (sha256 of
+    the bytes), so a factory that builds another model, or the same one from other weights, is another key.
+
+    Example::
+
+        >>> weights_fingerprint(model_factory(suite.subset(["sst2"]).task_infos()))  # doctest: +SKIP
+        '5d1e...'
+    """
+    import torch
+
+    h = hashlib.sha256(type(model).__name__.encode())
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        try:
+            h.update(stable_hash(config.to_dict(), length=64).encode())
+        except TypeError:  # a config value without a stable text: the weights below still identify the model
+            pass
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
 class ModelNotFoundError(FileNotFoundError):
     """``--model`` names no usable model: a missing folder, a folder without ``config.json``, or (offline) a Hub
     id that is not in the local cache. The message names the path.
@@ -306,6 +345,9 @@ def check_model_path(model_name_or_path: str | os.PathLike[str] | None) -> str:
 
 
 # ---------------------------------------------------------------------------------- the store
+#: Stores inside ``with store.collecting():`` (innermost last); see :meth:`ArtifactStore.collecting`.
+_COLLECTING: list[ArtifactStore] = []
+
 @dataclass
 class ArtifactCheck:
     """The outcome of :meth:`ArtifactStore.check`: ``status`` is ``ok``, ``missing``, ``stale`` (made from
@@ -333,6 +375,9 @@ class ArtifactStore:
     Artifacts written by versions before manifests existed have none and are therefore recomputed once.
 
     ``reused`` lists (relative paths) what :meth:`read_json` / :meth:`check` accepted, for the report.
+    Inside ``with store.collecting():`` a reuse (or a write) recorded by any other store for a path under this
+    store's root is recorded here too, so caches that keep their own store (the evaluator cache, the affinity
+    and task-embedding caches, the feature cache) show up in a run's reuse list.
 
     Example::
 
@@ -347,11 +392,46 @@ class ArtifactStore:
         self.reused: list[str] = []
         self._written: set[str] = set()  # sealed by this store: a later read in the same run is not a reuse
 
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[ArtifactStore]:
+        """While active, reuses and writes that other stores record for paths under :attr:`root` are recorded
+        in this store too (a run's store collects what its caches reused).
+
+        Example::
+
+            >>> with run_store.collecting():                                      # doctest: +SKIP
+            ...     evaluator(["a", "b"])  # a verified cache entry under the run folder
+            >>> run_store.reused                                                  # doctest: +SKIP
+            ['cache/evaluator/3f2a....json']
+        """
+        _COLLECTING.append(self)
+        try:
+            yield self
+        finally:
+            _COLLECTING.remove(self)
+
+    def _collectors(self, path: Path) -> list[ArtifactStore]:
+        """This store and every collecting store whose root holds ``path``."""
+        out: list[ArtifactStore] = [self]
+        if _COLLECTING:
+            resolved = path.resolve()
+            for other in _COLLECTING:
+                if other is not self and other not in out and resolved.is_relative_to(other.root.resolve()):
+                    out.append(other)
+        return out
+
     def record_reuse(self, path: Path) -> None:
         """Add ``path`` to :attr:`reused` once, unless this store wrote it (then it was computed in this run)."""
-        rel = self._rel(path)
-        if rel not in self._written and rel not in self.reused:
-            self.reused.append(rel)
+        path = Path(path)
+        for store in self._collectors(path):
+            rel = store._rel(path) if store is self else path.resolve().relative_to(store.root.resolve()).as_posix()
+            if rel not in store._written and rel not in store.reused:
+                store.reused.append(rel)
+
+    def _record_written(self, path: Path) -> None:
+        for store in self._collectors(path):
+            store._written.add(store._rel(path) if store is self
+                               else path.resolve().relative_to(store.root.resolve()).as_posix())
 
     def path(self, rel: str | os.PathLike[str]) -> Path:
         """An artifact's path: absolute paths and paths that already start with ``root`` are kept; others are
@@ -380,7 +460,7 @@ class ArtifactStore:
         manifest = {"manifest_version": MANIFEST_VERSION, "kind": "folder" if path.is_dir() else "file",
                     "fingerprint": fingerprint, "files": _listing(path)}
         atomic_write_json(self.manifest_path(path), manifest)
-        self._written.add(self._rel(path))
+        self._record_written(path)
         return path
 
     def unseal(self, rel: str | os.PathLike[str]) -> None:
@@ -396,7 +476,7 @@ class ArtifactStore:
 
     # ---- reading
     def check(self, rel: str | os.PathLike[str], *, fingerprint: str | None = None, warn: bool = True,
-              record: bool = True) -> ArtifactCheck:
+              record: bool = True, stacklevel: int = 2) -> ArtifactCheck:
         """Verify an artifact against its manifest (and ``fingerprint`` when given).
 
         A corrupt artifact (truncated, edited, missing files) is named in one :class:`ArtifactWarning` when
@@ -405,7 +485,8 @@ class ArtifactStore:
         path = self.path(rel)
         result = self._check(path, fingerprint)
         if result.status == "corrupt" and warn:
-            warnings.warn(f"{path}: {result.detail}; ignoring it and computing it again", ArtifactWarning, stacklevel=2)
+            warnings.warn(f"{path}: {result.detail}; ignoring it and computing it again", ArtifactWarning,
+                          stacklevel=stacklevel)
         elif result.status == "stale":
             logger.info("%s was made from other inputs (%s); computing it again", path, result.detail)
         elif result.ok and record:
@@ -465,6 +546,39 @@ class ArtifactStore:
         self.record_reuse(path)
         return data
 
+    def load(self, rel: str | os.PathLike[str], *, fingerprint: str | None,
+             loader: Callable[[Path], T] | None = None) -> T | Any | None:
+        """A cache entry for reuse: ``loader(path)`` (default: its JSON) when it verifies with ``fingerprint``,
+        else None after discarding whatever is there, so the caller computes it again and writes it anew.
+
+        Missing entries and stale ones (other inputs, or no manifest: written before manifests existed) are
+        recomputed quietly; a corrupt one (truncated, edited, unreadable manifest) or one that verifies but
+        cannot be loaded is named in one :class:`ArtifactWarning` and deleted. A loaded entry is recorded in
+        :attr:`reused`.
+
+        Example::
+
+            >>> entry = store.load("task.3f2a.json", fingerprint=key)   # doctest: +SKIP
+            >>> if entry is None:                                       # doctest: +SKIP
+            ...     store.write_json("task.3f2a.json", compute(), fingerprint=key)
+        """
+        path = self.path(rel)
+        check = self.check(path, fingerprint=fingerprint, record=False, stacklevel=3)
+        if check.ok:
+            try:
+                value = (loader or _read_json)(path)
+            except Exception as err:  # noqa: BLE001 - whatever the loader raises, the entry is computed again
+                warnings.warn(f"{path}: cannot be loaded ({type(err).__name__}: {err}); ignoring it and computing it "
+                              "again", ArtifactWarning, stacklevel=2)
+            else:
+                self.record_reuse(path)
+                return value
+        # a damaged entry goes now; a stale file is replaced atomically by the new one (deleting it here could
+        # remove what another process is about to seal); a stale folder goes, as a new one cannot replace it
+        if check.status != "missing" and (check.status != "stale" or path.is_dir()):
+            self.discard(path)
+        return None
+
     def discard(self, *rels: str | os.PathLike[str]) -> None:
         """Delete artifacts (files or folders) and their manifests before they are computed again."""
         import shutil
@@ -484,6 +598,10 @@ class ArtifactStore:
         if not check.ok:
             raise ArtifactError(f"refusing to {action} {path}: {check.status}{': ' + check.detail if check.detail else ''}")
         return path
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_verified(store: ArtifactStore, rel: str | os.PathLike[str], fingerprint: str | None,

@@ -118,9 +118,13 @@ def parse(argv: Sequence[str]) -> tuple[str, Any]:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from hf_taskgroup.artifacts import ArtifactError
     from hf_taskgroup.data.tasks import TaskValidationError
 
-    return (ConfigError, TaskValidationError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+    # ArtifactError: a refused publish (a folder modified, damaged or unfinished); a RuntimeError for library
+    # callers, a user-facing condition here
+    return (ConfigError, TaskValidationError, ArtifactError, FileNotFoundError, NotADirectoryError,
+            IsADirectoryError)
 
 
 def _one_line(err: BaseException) -> str:
@@ -133,6 +137,11 @@ def _hint(err: BaseException, command: str | None) -> str:
 
     if isinstance(err, TaskValidationError):
         return "hint: fix the task suite (file, split, column) named above and re-run"
+    from hf_taskgroup.artifacts import ArtifactError
+
+    if isinstance(err, ArtifactError):
+        return ("hint: the artifact named above was modified or damaged after it was written; re-run the same "
+                "command to compute it again (or delete it)")
     if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
         return "hint: check the path"
     return f"hint: see `{PROG} {command or ''} --help`".replace("  ", " ")

@@ -108,11 +108,11 @@ class SerialExecutor:
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], resources: Resources | None = None, *,
             on_result: OnResult | None = None, desc: str = "trainings", progress: bool = False) -> list[Any]:
-        from tqdm.auto import tqdm
+        from hf_taskgroup.log import progress_bar
 
         items = list(items)
         results = []
-        with tqdm(total=len(items), desc=desc, unit="training", disable=not progress or not items) as bar:
+        with progress_bar(total=len(items), desc=desc, unit="training", progress=progress and bool(items)) as bar:
             for index, item in enumerate(items):
                 bar.set_postfix(running=1)
                 result = fn(item)
@@ -196,7 +196,7 @@ class RayExecutor:
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], resources: Resources | None = None, *,
             on_result: OnResult | None = None, desc: str = "trainings", progress: bool = False) -> list[Any]:
-        from tqdm.auto import tqdm
+        from hf_taskgroup.log import progress_bar
 
         items = list(items)
         if not items:
@@ -215,7 +215,7 @@ class RayExecutor:
         results: list[Any] = [None] * len(items)
         pending = list(refs)
         slots = self._slots(ray, res)
-        with tqdm(total=len(items), desc=desc, unit="training", disable=not progress) as bar:
+        with progress_bar(total=len(items), desc=desc, unit="training", progress=progress) as bar:
             try:
                 while pending:
                     bar.set_postfix(running=min(len(pending), slots))

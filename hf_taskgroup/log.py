@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -62,10 +63,19 @@ def set_verbosity(level: int | str) -> None:
         datasets.disable_progress_bars()
 
 
+def _quiet() -> bool:
+    """True when bars are switched off: the package logger above WARNING, or ``TQDM_DISABLE`` set."""
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        return True
+    return logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel() > logging.WARNING
+
+
 def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool = True, nested: bool = False,
                  **kwargs: Any) -> Any:
     """A tqdm bar for a stage (``nested=False``) or a step inside one (``nested=True``: ``leave=False`` and
-    drawn on a terminal only). ``progress=False`` gives a silent bar with the same interface.
+    drawn on a terminal only). ``progress=False`` gives a silent bar with the same interface, and so does a
+    quiet setting: the ``hf_taskgroup`` logger above WARNING (:func:`set_verbosity` ``ERROR``, ``hf-taskgroup
+    -q``) or ``TQDM_DISABLE`` set in the environment.
 
     Example::
 
@@ -74,6 +84,8 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool = True
     """
     from tqdm.auto import tqdm
 
+    if progress and _quiet():
+        progress = False
     if nested:
         kwargs.setdefault("leave", False)
         kwargs["disable"] = None if progress else True  # None: tqdm disables itself when stderr is no terminal

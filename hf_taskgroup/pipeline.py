@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hf_taskgroup.artifacts import (
     ArtifactStore,
@@ -49,6 +48,7 @@ from hf_taskgroup.config import PipelineConfig
 from hf_taskgroup.data.tasks import TaskSuite
 from hf_taskgroup.grouping.evaluators.base import ColdCostEvaluator
 from hf_taskgroup.grouping.registry import COLLECTION_OPTIONS
+from hf_taskgroup.log import progress_bar
 from hf_taskgroup.report.evaluation import MethodEvaluation, evaluate_groupings, group_name
 from hf_taskgroup.training.features import default_feature_cache
 from hf_taskgroup.training.train import default_model_path, load_tokenizer, train_group
@@ -137,7 +137,8 @@ class Pipeline:
         if borrowed:
             cache.cache_dir = self.out / "cache" / "features"
         try:
-            return self._run(stop_after)
+            with self.store.collecting():  # the caches' reuses (evaluator, affinity, embeddings) go in the report
+                return self._run(stop_after)
         finally:
             if borrowed:
                 cache.cache_dir = None
@@ -232,10 +233,14 @@ class Pipeline:
 
     def stage_group(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
         """One Grouping per method, written to ``groupings/<method>.json`` (reused when present)."""
+        with self.store.collecting():  # reused cache entries (evaluator, affinity, embeddings) go in the report
+            return self._group_all(pvi)
+
+    def _group_all(self, pvi: Mapping[str, Any]) -> dict[str, Any]:
         from hf_taskgroup.grouping import Grouping, group_tasks
 
         out: dict[str, Any] = {}
-        for method in tqdm(self.config.methods, desc="Grouping", unit="method", disable=not self.progress):
+        for method in progress_bar(self.config.methods, desc="Grouping", unit="method", progress=self.progress):
             path = self.out / "groupings" / f"{method}.json"
             params = self._method_params(method)
             identity = {"method": method, "params": params, "options": self.config.method_options.get(method, {}),

@@ -176,3 +176,38 @@ def test_check_model_path_names_the_missing_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
         check_model_path("org/surely-not-cached-model")
+
+
+def test_load_reuses_a_verified_entry_and_computes_a_damaged_or_stale_one_again(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.write_json("e.json", {"v": 1}, fingerprint="k")
+    assert ArtifactStore(tmp_path).load("e.json", fingerprint="k") == {"v": 1}
+    fresh = ArtifactStore(tmp_path)
+    assert fresh.load("e.json", fingerprint="other") is None  # stale: kept until the new one replaces it
+    assert (tmp_path / "e.json").exists() and fresh.reused == []
+    edited = (tmp_path / "e.json").read_text().replace("1", "2")
+    (tmp_path / "e.json").write_text(edited)  # edited in place, in the same process: same size, another sha256
+    with pytest.warns(ArtifactWarning, match=r"e\.json does not match its recorded sha256"):
+        assert fresh.load("e.json", fingerprint="k") is None
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "e.json.manifest").exists()  # discarded
+    store.write_json("bad.json", {"v": 1}, fingerprint="k")
+    with pytest.warns(ArtifactWarning, match="cannot be loaded"):
+        assert store.load("bad.json", fingerprint="k", loader=lambda p: 1 / 0) is None
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_collecting_store_lists_what_the_stores_below_it_reused_but_not_what_they_wrote(tmp_path):
+    run, cache = ArtifactStore(tmp_path), ArtifactStore(tmp_path / "cache" / "x")
+    with run.collecting():
+        cache.write_json("new.json", {}, fingerprint="k")
+        assert cache.load("new.json", fingerprint="k") == {} and run.reused == []  # computed in this run
+    ArtifactStore(tmp_path / "cache" / "x").write_json("old.json", {}, fingerprint="k")  # an earlier run
+    outside = ArtifactStore(tmp_path.parent / f"{tmp_path.name}-other")
+    outside.write_json("elsewhere.json", {}, fingerprint="k")
+    later, cache2 = ArtifactStore(tmp_path), ArtifactStore(tmp_path / "cache" / "x")
+    with later.collecting():
+        cache2.load("old.json", fingerprint="k")
+        ArtifactStore(outside.root).load("elsewhere.json", fingerprint="k")  # not under the run folder
+    cache2.load("new.json", fingerprint="k")  # after the run: not collected
+    assert later.reused == ["cache/x/old.json"]
+    assert cache2.reused == ["old.json", "new.json"]

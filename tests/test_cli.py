@@ -132,6 +132,31 @@ def test_internal_error_is_one_line_and_its_traceback_needs_debug(monkeypatch, c
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_a_refused_publish_is_a_user_error_naming_the_folder(tiny, tmp_path, monkeypatch, capsys):
+    """ArtifactError (a folder modified after it was sealed) reaches the CLI as one line, exit 2, no traceback;
+    library callers can still catch it as a RuntimeError."""
+    from hf_taskgroup.artifacts import ArtifactError, ArtifactStore, verify_all
+    from hf_taskgroup.pipeline import Pipeline
+
+    out = tmp_path / "run"
+    folder = out / "models" / "pvi" / "group0"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 64)
+    ArtifactStore(out / "models" / "pvi").seal(folder)
+    (folder / "model.safetensors").write_bytes(b"x" * 10)  # truncated after sealing
+
+    def publishes(self, stop_after=None):  # the check stage_publish runs before any push
+        verify_all([folder])
+
+    monkeypatch.setattr(Pipeline, "run", publishes)
+    assert main(_common(tiny, out, "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("hf-taskgroup: error: refusing to publish ") and str(folder) in err[0]
+    assert "model.safetensors has 10 bytes" in err[0]
+    assert err[1].startswith("hint: ") and "Traceback" not in "\n".join(err) and len(err) == 2
+    assert issubclass(ArtifactError, RuntimeError)
+
+
 def test_a_swallowed_ctrl_c_still_exits_130(monkeypatch, capsys):
     from hf_taskgroup.commands import train
 

@@ -16,6 +16,7 @@ import pytest
 import transformers
 from utils import tiny_bert_config, tiny_suite, tiny_tokenizer
 
+import hf_taskgroup
 from hf_taskgroup.log import progress_bar, quiet_hf_loading, set_verbosity
 
 TESTS = Path(__file__).parent
@@ -156,3 +157,32 @@ def test_nested_bars_leave_nothing_behind_and_stay_off_outside_a_terminal(capfd)
     assert "outer stage" in err  # the stage bar is drawn
     assert "inner step" not in err  # stderr is no terminal here: a nested bar would only print escape codes
     assert progress_bar(range(2), nested=True, progress=True).leave is False
+
+
+def test_quiet_switches_off_the_stage_bars_of_the_pipeline_and_executors(capfd, monkeypatch):
+    from hf_taskgroup.executor import SerialExecutor
+
+    logger = logging.getLogger("hf_taskgroup")
+    old = logger.level
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    try:
+        logger.setLevel(logging.WARNING)  # the CLI default: stage bars drawn
+        SerialExecutor().map(str, [1, 2], desc="executor stage", progress=True)
+        assert "executor stage" in capfd.readouterr().err
+        logger.setLevel(logging.ERROR)  # --quiet / set_verbosity("ERROR")
+        SerialExecutor().map(str, [1, 2], desc="executor stage", progress=True)
+        for _ in progress_bar(range(2), desc="a stage", progress=True):
+            pass
+        assert capfd.readouterr().err == ""
+        logger.setLevel(logging.WARNING)
+        monkeypatch.setenv("TQDM_DISABLE", "1")
+        assert progress_bar(range(2), desc="a stage", progress=True).disable
+    finally:
+        logger.setLevel(old)
+
+
+def test_no_module_draws_a_tqdm_bar_of_its_own():
+    """Every bar goes through hf_taskgroup.log.progress_bar, so --quiet and nesting apply to all of them."""
+    offenders = [str(path) for path in Path(hf_taskgroup.__file__).parent.rglob("*.py")
+                 if path.name != "log.py" and re.search(r"^\s*from tqdm|^\s*import tqdm", path.read_text(), re.M)]
+    assert offenders == []

@@ -148,6 +148,9 @@ def test_evaluator_methods_are_charged_their_cold_cost_on_a_warm_cache(tmp_path)
     # every group came from the shared cache, yet the method is charged what it needs from scratch
     assert warm.cost.trainings == cold.cost.trainings
     assert warm.cost.seconds >= 0.5 * cold.cost.seconds
+    # the verified cache entries it reused are listed for the report
+    entries = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").glob("cache/evaluator/*.json"))
+    assert entries and sorted(r for r in warm_pipe.store.reused if r.startswith("cache/evaluator/")) == entries
 
 
 def test_affinity_collection_options_reach_the_collector(tmp_path):
@@ -161,6 +164,12 @@ def test_affinity_collection_options_reach_the_collector(tmp_path):
     again.stage_group({})
     saved = json.loads((tmp_path / "run" / "affinity" / "tag.json").read_text())
     assert saved["params"]["identity"]["every_k_steps"] == 2
+    assert "affinity/tag.json" not in again.store.reused
+    # the grouping gone but the verified collection kept: the collection is reused and listed
+    (tmp_path / "run" / "groupings" / "tag.json").unlink()
+    third = _pipeline(tmp_path, methods=["tag"], method_options={"tag": {"every_k_steps": 2, "num_groups": 2}})
+    third.stage_group({})
+    assert third.store.reused == ["affinity/tag.json"]
 
 
 def test_run_keeps_pooled_features_on_disk_and_restores_the_default_cache(tmp_path):

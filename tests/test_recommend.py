@@ -107,12 +107,15 @@ def test_task_at_chance_is_flagged_not_learned_and_kept_single():
     assert rec.grouping.scores["flags"] == {"z": rec.flags["z"]}
 
 
-def test_collapsed_pvi_probe_is_flagged_and_the_trained_models_decide():
-    suite = FakeSuite({"a": "classification", "b": "classification"})
-    rec = recommend_grouping(suite, {"all_in_one": [["a", "b"]]}, make_train(lambda t, g, s: 0.85 if len(g) > 1 else 0.75),
+def test_collapsed_pvi_probe_is_flagged_and_kept_single_task():
+    suite = FakeSuite({"a": "classification", "b": "classification", "c": "classification"})
+    # grouping helps every task, yet the task whose PVI probe collapsed stays alone
+    rec = recommend_grouping(suite, {"all_in_one": [["a", "b", "c"]]},
+                             make_train(lambda t, g, s: 0.85 if len(g) > 1 else 0.75),
                              seeds=[0], bootstrap_samples=100, collapsed=["b"])
-    assert "PVI probe collapsed" in rec.flags["b"][0] and not rec.flags["a"]
-    assert rec.grouping.groups == [["a", "b"]] and rec.rows["b"].verdict == "gains"
+    assert "not learned by the PVI probe" in rec.flags["b"][0] and not rec.flags["a"] and not rec.flags["c"]
+    assert sorted(rec.grouping.groups) == [["a", "c"], ["b"]]
+    assert rec.rows["b"].verdict == "not learned" and rec.rows["a"].verdict == "gains"
     assert rec.grouping.scores["flags"] == {"b": rec.flags["b"]}
 
 

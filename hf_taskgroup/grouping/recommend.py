@@ -12,9 +12,9 @@ validation gain (ties: fewer parameters). Selection reads the validation split o
 
 Sanity flags: a task whose single-task model does not beat a constant predictor on validation (the
 majority class; per label for multilabel; the mean for regression; all-``O`` for token classification)
-is flagged ``not learned`` and never grouped. A task whose PVI probe collapsed is flagged too (its PVI is
-meaningless, and the ``pvi`` method keeps it single-task); whether it joins a group is decided, like for
-every other task, by its trained models.
+is flagged ``not learned`` and never grouped. A task whose PVI probe collapsed (one prediction for every
+example) is flagged the same way and kept single-task too: the probe could not learn it under the PVI
+settings, so its gains in a group are not trusted.
 
 Example::
 
@@ -354,10 +354,10 @@ def recommend_grouping(
         if sign * (single - base) <= 0:
             flags[t].append(f"not learned: single-task {metric} {single:.3f} does not beat the constant predictor's "
                             f"{base:.3f} on {split}")
-    excluded = {t for t, f in flags.items() if f}
-    for t in collapsed:  # the PVI of this task is meaningless (the pvi method keeps it single); its model may be fine
+    for t in collapsed:  # the probe learned nothing under the PVI settings: as for "not learned", never grouped
         if t in flags:
-            flags[t].append("PVI probe collapsed (one prediction for every example): its PVI is meaningless")
+            flags[t].append("not learned by the PVI probe (one prediction for every example): kept single-task")
+    excluded = {t for t, f in flags.items() if f}
     if excluded:
         logger.warning("recommendation: %s flagged not learned; kept single-task", sorted(excluded))
 

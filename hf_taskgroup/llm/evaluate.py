@@ -188,10 +188,10 @@ def _predict_task(task: TaskSpec, rows: Any, config: LLMConfig, model: Any, toke
 
 
 def _chunked(fn: Any, items: Sequence[Any], progress: bool, name: str, chunk: int = 64) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from hf_taskgroup.log import progress_bar
 
     out = []
-    with tqdm(total=len(items), desc=f"llm {name}", unit="seq", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(items), desc=f"llm {name}", unit="seq", nested=True, progress=progress) as bar:
         for start in range(0, len(items), chunk):
             part = items[start:start + chunk]
             out.append(fn(part))
@@ -200,10 +200,10 @@ def _chunked(fn: Any, items: Sequence[Any], progress: bool, name: str, chunk: in
 
 
 def _chunked_text(fn: Any, items: Sequence[str], progress: bool, name: str, chunk: int = 32) -> list[str]:
-    from tqdm.auto import tqdm
+    from hf_taskgroup.log import progress_bar
 
     out: list[str] = []
-    with tqdm(total=len(items), desc=f"llm {name}", unit="ex", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(items), desc=f"llm {name}", unit="ex", nested=True, progress=progress) as bar:
         for start in range(0, len(items), chunk):
             part = list(items[start:start + chunk])
             out.extend(fn(part))

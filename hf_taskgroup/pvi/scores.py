@@ -24,13 +24,12 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from hf_taskgroup.data.tasks import TASK_TYPES
+from hf_taskgroup.training.outputs import IGNORE_INDEX
 
 __all__ = ["IGNORE_INDEX", "SIGMA_FLOOR", "TASK_TYPES", "PVICollapseWarning", "PVIScores", "compute_pvi_scores",
            "detect_collapse", "pvi_classification", "pvi_multilabel", "pvi_regression",
            "pvi_token_classification", "residual_sigma"]
 
-#: Label value that marks a position to ignore (the Hugging Face / PyTorch convention).
-IGNORE_INDEX = -100
 
 #: Smallest std used for a Gaussian (constant labels, exact predictions); a warning says when it is used.
 SIGMA_FLOOR = 1e-6

@@ -126,7 +126,13 @@ def _reused_line(reused: Sequence[str] | None) -> str:
         return "Everything was computed in this run (nothing reused from an earlier run)."
     kinds: dict[str, int] = {}
     for path in reused:
-        kind = {"pvi": "PVI tasks", "groupings": "groupings", "runs": "trainings"}.get(path.split("/")[0], path.split("/")[0])
+        parts = path.split("/")
+        if parts[0] == "cache" and len(parts) > 2:  # the caches under cache/<name>/
+            kind = {"evaluator": "search trainings", "features": "encoded feature files"}.get(
+                parts[1], f"{parts[1]} cache entries")
+        else:
+            kind = {"pvi": "PVI tasks", "groupings": "groupings", "runs": "trainings",
+                    "affinity": "affinity collections"}.get(parts[0], parts[0])
         kinds[kind] = kinds.get(kind, 0) + 1
     counts = ", ".join(f"{n} {k}" for k, n in kinds.items())
     return (f"Reused from an earlier run with the same inputs (data, tokenizer, model, settings): {counts} "

@@ -139,7 +139,11 @@ class FeatureCache:
     same tokens with the same frozen encoder (PVI models, grouped models, evaluators) computes them once.
     With ``cache_dir`` (default: ``$HF_TASKGROUP_FEATURE_CACHE`` when set), pooled features are also kept
     on disk, one ``.npy`` file per key written atomically, so a re-run or another process skips the
-    encoder too. Token-level features (NER) stay in memory only: they are ~100x larger.
+    encoder too. Token-level features (NER) stay in memory only: they are ~100x larger. Files on disk (and
+    the token-state folders of ``partial`` mode) are sealed with a manifest
+    (:class:`~hf_taskgroup.artifacts.ArtifactStore`: size, sha256, the key) and verified before reuse: a
+    truncated or edited one is named in one :class:`~hf_taskgroup.artifacts.ArtifactWarning` and encoded
+    again.
 
     Example::
 
@@ -157,49 +161,69 @@ class FeatureCache:
         self.cache_dir: Path | None = Path(cache_dir) if cache_dir is not None else None
         self._states: dict[tuple[str, ...], TokenStates] = {}
         self._scratch: Path | None = None  # token states live on disk even without cache_dir (a temp folder)
+        self._artifacts: Any = None  # the ArtifactStore of cache_dir (manifests of the files there)
 
     def _path(self, key: tuple[str, ...]) -> Path | None:
         if self.cache_dir is None or key[1] != "pooled":
             return None
         return self.cache_dir / f"{'-'.join(key)}.npy"
 
+    def _disk_store(self) -> Any:
+        """The :class:`~hf_taskgroup.artifacts.ArtifactStore` of ``cache_dir`` (None without one)."""
+        from hf_taskgroup.artifacts import ArtifactStore
+
+        if self.cache_dir is None:
+            return None
+        if self._artifacts is None or self._artifacts.root != self.cache_dir:
+            self._artifacts = ArtifactStore(self.cache_dir)
+        return self._artifacts
+
     def get(self, model: Any, *, token_level: bool, digest: str, compute: Callable[[], list[Any]]) -> list[Any]:
-        """The cached features for (``model``'s encoder, ``token_level``, ``digest``), computed on a miss."""
+        """The cached features for (``model``'s encoder, ``token_level``, ``digest``), computed on a miss.
+
+        On disk, a file is used only when its manifest verifies (size, sha256, the key as fingerprint); a
+        truncated or edited file is named in one :class:`~hf_taskgroup.artifacts.ArtifactWarning` and encoded
+        again; one without a manifest (written before manifests existed) is encoded again quietly.
+        """
         import numpy as np
 
         key = (encoder_fingerprint(model), "tokens" if token_level else "pooled", digest)
         path = self._path(key)
+        store = self._disk_store()
         if key in self._store:
             self.hits += 1
             if path is not None and not path.exists():  # computed before this folder was set
-                self._save(path, self._store[key])
+                self._save(path, self._store[key], store, "-".join(key))
             return self._store[key]
-        if path is not None and path.exists():
-            try:
-                self._store[key] = list(np.load(path, allow_pickle=False))
+        if path is not None:
+            loaded = store.load(path, fingerprint="-".join(key),
+                                loader=lambda p: list(np.load(p, allow_pickle=False)))
+            if loaded is not None:
+                self._store[key] = loaded
                 self.disk_hits += 1
-                return self._store[key]
-            except (OSError, ValueError) as err:  # a torn or foreign file: encode again and overwrite it
-                logger.warning("ignoring unreadable feature cache file %s (%s)", path, err)
+                return loaded
         self.misses += 1
         feats = compute()
         self._store[key] = feats
         if path is not None:
-            self._save(path, feats)
+            self._save(path, feats, store, "-".join(key))
         return feats
 
     @staticmethod
-    def _save(path: Path, feats: list[Any]) -> None:
-        """Write pooled features as one float32 ``[n, hidden]`` array, atomically (temp file + rename)."""
+    def _save(path: Path, feats: list[Any], store: Any, fingerprint: str) -> None:
+        """Write pooled features as one float32 ``[n, hidden]`` array, atomically (temp file + rename), and seal
+        it in ``store`` with ``fingerprint``."""
         import numpy as np
 
         if not feats:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        store.unseal(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, np.stack([np.asarray(x, dtype=np.float32) for x in feats]), allow_pickle=False)
         os.replace(tmp, path)
+        store.seal(path, fingerprint=fingerprint)
 
     def add_features(self, model: Any, task: str, split: str, dataset: Any, *, batch_size: int = 64, tokenizer: Any = None) -> Any:
         token_level = model.config.tasks[task]["type"] == "token_classification"
@@ -250,22 +274,32 @@ class FeatureCache:
             self.hits += 1
             return self._states[key]
         folder = self.states_root() / f"states-{fp}-k{int(trainable_layers)}-{digest}"
-        if folder.exists():
-            try:
-                states = TokenStates(folder)
+        fingerprint = folder.name
+        store = self._disk_store()  # None: a temporary folder of this process, nothing to verify across runs
+        if store is not None:
+            def load(path: Path) -> TokenStates:
+                states = TokenStates(path)
                 if list(states.lengths()) != [int(n) for n in lengths]:
                     raise ValueError(f"{len(states)} cached rows do not match the {len(lengths)} rows' lengths")
-                self._states[key] = states
-                self.disk_hits += 1
                 return states
-            except (OSError, ValueError) as err:  # torn or foreign: encode again
-                logger.warning("ignoring unreadable token-state cache %s (%s)", folder, err)
-                shutil.rmtree(folder, ignore_errors=True)
+
+            loaded = store.load(folder, fingerprint=fingerprint, loader=load)
+            if loaded is not None:
+                self._states[key] = loaded
+                self.disk_hits += 1
+                return loaded
+        elif folder.exists():  # left by an earlier cache of this process in the same scratch folder
+            shutil.rmtree(folder, ignore_errors=True)
         self.misses += 1
         states = compute_token_states(
             model, lengths, make_batch, folder, trainable_layers=trainable_layers, batch_size=batch_size, desc=desc,
             progress=progress,
         )
+        if store is not None:
+            try:
+                store.seal(folder, fingerprint=fingerprint)
+            except FileNotFoundError:  # another process sharing the folder discarded it meanwhile: memory only
+                logger.info("token states %s were removed by another process; not kept on disk", folder)
         self._states[key] = states
         return states
 

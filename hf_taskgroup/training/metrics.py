@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from hf_taskgroup.data.tasks import TASK_TYPES
+from hf_taskgroup.training.outputs import IGNORE_INDEX
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import EvalPrediction
@@ -87,8 +88,6 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "token_classification": ("f1", "precision", "recall", "accuracy"),
 }
 
-#: Label value that marks a position to ignore (the Hugging Face / PyTorch convention).
-IGNORE_INDEX = -100
 
 _LOWER_IS_BETTER = ("mse", "rmse", "mae", "loss")
 _KNOWN_METRICS = tuple(sorted({m for ms in METRICS.values() for m in ms} | set(_LOWER_IS_BETTER)))

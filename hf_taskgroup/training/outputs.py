@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+#: Label value that marks a position to ignore (the Hugging Face / PyTorch convention); defined here only,
+#: imported by training.metrics and pvi.scores.
 IGNORE_INDEX = -100
 
 

@@ -268,6 +268,84 @@ def test_collect_affinity_caches_result_and_reuses_it(tmp_path, monkeypatch):
                          model=_model(), output_path=out)
 
 
+AFFINITY_SETTINGS = TrainSettings(finetune="frozen", pooling="mean", trunk_hidden_sizes=[8], num_train_epochs=1,
+                                  per_device_train_batch_size=16, learning_rate=0.05, seed=0)
+
+
+@pytest.fixture
+def count_collections(monkeypatch):
+    """Counts the trainings collect_affinity runs (the real train_group runs)."""
+    import hf_taskgroup.training.train as training
+
+    real, calls = training.train_group, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_group", counting)
+    return calls
+
+
+def _collect(out, tokenizer=TOKENIZER):
+    return collect_affinity(SUITE, None, AFFINITY_SETTINGS, kind="tag", every_k_steps=4, tokenizer=tokenizer,
+                            model=_model(), output_path=out)
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    i = data.index(b'"matrix"')
+    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")
+    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON: another affinity
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "flipped-digit"])
+def test_corrupt_affinity_file_is_named_and_collected_again(tmp_path, count_collections, damage):
+    from hf_taskgroup.artifacts import ArtifactWarning
+
+    fresh = _collect(None)
+    out = tmp_path / "affinity" / "tag.json"
+    _collect(out)
+    assert (tmp_path / "affinity" / "tag.json.manifest").is_file()
+    damage(out)
+    count_collections.clear()
+    with pytest.warns(ArtifactWarning) as caught:
+        again = _collect(out)
+    named = [w for w in caught if issubclass(w.category, ArtifactWarning)]
+    assert len(named) == 1 and str(out) in str(named[0].message)
+    assert count_collections == [1]
+    np.testing.assert_array_equal(again.matrix, fresh.matrix)
+
+
+def test_intact_affinity_file_is_reused_and_listed(tmp_path, count_collections):
+    from hf_taskgroup.artifacts import ArtifactStore
+
+    out = tmp_path / "affinity" / "tag.json"
+    first = _collect(out)
+    run = ArtifactStore(tmp_path)
+    with run.collecting():
+        again = _collect(out)
+    assert count_collections == [1]
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+    assert run.reused == ["affinity/tag.json"]
+
+
+def test_affinity_file_of_another_tokenizer_or_without_manifest_is_collected_again(tmp_path, count_collections):
+    out = tmp_path / "affinity" / "tag.json"
+    _collect(out)
+    _collect(out, tokenizer=tiny_tokenizer([*POS, *NEG, *FILLER, "extra"]))  # another tokenizer: another key
+    assert count_collections == [1, 1]
+    (tmp_path / "affinity" / "tag.json.manifest").unlink()  # written before manifests existed: stale
+    _collect(out, tokenizer=tiny_tokenizer([*POS, *NEG, *FILLER, "extra"]))
+    assert count_collections == [1, 1, 1]
+
+
 def test_collect_affinity_with_too_few_steps_fails_clearly():
     settings = TrainSettings(finetune="frozen", trunk_hidden_sizes=[8], num_train_epochs=1,
                              per_device_train_batch_size=32, seed=0)

@@ -51,14 +51,17 @@ def test_new_instance_resumes_from_disk_without_training(tmp_path):
     assert ev2.training_seconds(["a", "b"]) >= 0.0 and ev2.training_seconds(["a"]) is None
 
 
-def test_cache_writes_one_json_file_per_group_and_no_temp_files(tmp_path):
+def test_cache_writes_one_json_file_and_its_manifest_per_group_and_no_temp_files(tmp_path):
     ev = CachedEvaluator(CountingTrainFn(), tmp_path, settings={})
     ev(["a"])
     ev(["a", "b"])
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and all(f.endswith(".json") and not f.startswith(".") for f in files)
+    keys = sorted([ev.key(["a"]), ev.key(["a", "b"])])
+    assert files == sorted([f"{k}.json" for k in keys] + [f"{k}.json.manifest" for k in keys])
     entry = json.loads((tmp_path / f"{ev.key(['b', 'a'])}.json").read_text())
     assert entry["tasks"] == ["a", "b"] and set(entry["results"]) == {"a", "b"}
+    manifest = json.loads((tmp_path / f"{ev.key(['b', 'a'])}.json.manifest").read_text())
+    assert manifest["fingerprint"] == ev.key(["a", "b"])  # the input fingerprint: the group's key
 
 
 @pytest.mark.parametrize("change", [{"settings": {"lr": 0.2}}, {"seed": 1}])
@@ -79,19 +82,88 @@ def test_key_ignores_task_order_and_settings_key_order():
     assert group_key(["a", "b"], {}, 0) != group_key(["a", "b", "c"], {}, 0)
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"tasks": ["a"], "results": {}}', '{"tasks": ["zzz"]}', ""])
-def test_corrupt_cache_file_is_ignored_with_a_warning_and_recomputed(tmp_path, content):
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    i = data.index(b'"loss":')
+    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")  # a digit of a loss
+    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON, another number, same size
+    path.write_bytes(bytes(data))
+    json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, lambda p: p.write_text("{not json")],
+                         ids=["truncated", "flipped-digit", "unparsable"])
+def test_corrupt_cache_entry_is_named_in_one_warning_discarded_and_trained_again(tmp_path, damage):
+    from hf_taskgroup.artifacts import ArtifactWarning
+
+    fresh = CachedEvaluator(CountingTrainFn(), None, settings={})(["a", "b"])
+    CachedEvaluator(CountingTrainFn(), tmp_path, settings={})(["a", "b"])
     fn = CountingTrainFn()
     ev = CachedEvaluator(fn, tmp_path, settings={})
-    (tmp_path / f"{ev.key(['a'])}.json").write_text(content)
-    with pytest.warns(UserWarning, match="ignoring unreadable cache entry"):
-        result = ev(["a"])
-    assert result["a"]["loss"] == pytest.approx(1.0)
-    assert fn.calls == [("a",)]
-    # the file was rewritten with a valid entry: a new instance reads it without training
+    path = tmp_path / f"{ev.key(['a', 'b'])}.json"
+    damage(path)
+    with pytest.warns(ArtifactWarning) as caught:
+        result = ev(["a", "b"])
+    named = [w for w in caught if issubclass(w.category, ArtifactWarning)]
+    assert len(named) == 1 and str(path) in str(named[0].message)
+    assert fn.calls == [("a", "b")] and result == fresh  # trained again: the same result as a fresh one
+    assert ev.store.reused == []
+    # rewritten and sealed: a new instance reads it without training, and lists it as reused
     fn2 = CountingTrainFn()
-    CachedEvaluator(fn2, tmp_path, settings={})(["a"])
-    assert fn2.calls == []
+    ev2 = CachedEvaluator(fn2, tmp_path, settings={})
+    assert ev2(["a", "b"]) == fresh and fn2.calls == []
+    assert ev2.store.reused == [path.name]
+
+
+@pytest.mark.parametrize("content", ['{"tasks": ["a"], "results": {}}', '{"tasks": ["zzz"]}'])
+def test_sealed_entry_with_wrong_content_is_named_and_trained_again(tmp_path, content):
+    from hf_taskgroup.artifacts import ArtifactStore, ArtifactWarning
+
+    fn = CountingTrainFn()
+    ev = CachedEvaluator(fn, tmp_path, settings={})
+    ArtifactStore(tmp_path).write_json(f"{ev.key(['a'])}.json", json.loads(content), fingerprint=ev.key(["a"]))
+    with pytest.warns(ArtifactWarning, match="cannot be loaded"):
+        result = ev(["a"])
+    assert result["a"]["loss"] == pytest.approx(1.0) and fn.calls == [("a",)]
+
+
+def test_entry_without_manifest_is_stale_and_trained_again_quietly(tmp_path):
+    """Entries written before manifests existed (or by a run killed between writing and sealing)."""
+    import warnings
+
+    CachedEvaluator(CountingTrainFn(), tmp_path, settings={})(["a"])
+    for manifest in tmp_path.glob("*.manifest"):
+        manifest.unlink()
+    fn = CountingTrainFn()
+    ev = CachedEvaluator(fn, tmp_path, settings={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ev(["a"])
+    assert fn.calls == [("a",)] and ev.store.reused == []
+
+
+def test_reused_entries_reach_a_collecting_run_store(tmp_path):
+    from hf_taskgroup.artifacts import ArtifactStore
+
+    cache = tmp_path / "cache" / "evaluator"
+    first = CachedEvaluator(CountingTrainFn(), cache, settings={})
+    run = ArtifactStore(tmp_path)
+    with run.collecting():
+        first(["a"])  # computed in this run: not a reuse
+        assert run.reused == []
+        CachedEvaluator(CountingTrainFn(), cache, settings={})(["a"])  # same run, another instance
+        assert run.reused == []
+    later = ArtifactStore(tmp_path)  # a later run
+    with later.collecting():
+        fn = CountingTrainFn()
+        CachedEvaluator(fn, cache, settings={}).evaluate_many([["a"], ["b"]])
+    assert fn.calls == [("b",)]
+    assert later.reused == [f"cache/evaluator/{first.key(['a'])}.json"]
 
 
 def test_never_trains_a_group_twice_over_many_calls(tmp_path):

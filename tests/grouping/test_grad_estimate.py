@@ -209,6 +209,38 @@ def test_gradients_are_cached_and_reused(tiny_run, tmp_path, monkeypatch):
                                     tokenizer=tok, model_factory=factory, cache_dir=tmp_path)
 
 
+def test_damaged_or_other_model_gradient_cache_is_computed_again(tiny_run, tmp_path, monkeypatch):
+    from hf_taskgroup.artifacts import ArtifactStore, ArtifactWarning
+
+    suite, tok, settings, factory, _ = tiny_run
+    cfg = GradEstimateConfig(projection_dim=8)
+    import hf_taskgroup.training.train as training
+
+    real, calls = training.train_group, []
+    monkeypatch.setattr(training, "train_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def collect(make=factory):
+        return train_and_collect_gradients(suite, ["sent", "sim"], settings, cfg, tokenizer=tok, model_factory=make,
+                                           cache_dir=tmp_path)
+
+    first = collect()
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    npz = sorted(folder.glob("*.npz"))[0]
+    with open(npz, "r+b") as f:
+        f.truncate(npz.stat().st_size // 2)
+    with pytest.warns(ArtifactWarning) as caught:
+        again = collect()
+    assert [str(npz) in str(w.message) for w in caught if issubclass(w.category, ArtifactWarning)] == [True]
+    assert len(calls) == 2
+    assert np.array_equal(again.units["sent"]["train"].grads, first.units["sent"]["train"].grads)
+    run = ArtifactStore(tmp_path)  # intact: reused and listed
+    with run.collecting():
+        collect()
+    assert len(calls) == 2 and run.reused == [folder.name]
+    collect(lambda infos, seed: tiny_model(suite, trunk=[8], seed=seed + 1))  # another model: not reused
+    assert len(calls) == 3
+
+
 def test_method_is_registered_and_returns_a_valid_grouping_with_cost(tiny_run):
     suite, tok, settings, factory, feats = tiny_run
     assert available_methods()["grad_estimate"]["needs"] == ("gradients|suite",)

@@ -54,13 +54,113 @@ def test_embeddings_are_cached_per_task(tmp_path, monkeypatch):
     first, cost = compute_task_embeddings(SUITE, ["emb_a"], SETTINGS, tokenizer=TOKENIZER, model_factory=factory,
                                           cache_dir=tmp_path)
     assert cost.trainings == 1 and len(list(tmp_path.glob("emb_a.*.json"))) == 1
+    assert len(list(tmp_path.glob("emb_a.*.json.manifest"))) == 1
 
     import hf_taskgroup.training.train as training
 
     monkeypatch.setattr(training, "train_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    again, cost = compute_task_embeddings(SUITE, ["emb_a"], SETTINGS, tokenizer=TOKENIZER, cache_dir=tmp_path)
+    again, cost = compute_task_embeddings(SUITE, ["emb_a"], SETTINGS, tokenizer=TOKENIZER, model_factory=factory,
+                                          cache_dir=tmp_path)
     assert cost.trainings == 0
     np.testing.assert_allclose(again["emb_a"], first["emb_a"])
+
+
+@pytest.fixture
+def count_trainings(monkeypatch):
+    """Counts the single-task trainings compute_task_embeddings runs (the real train_group runs)."""
+    import hf_taskgroup.training.train as training
+
+    real, calls = training.train_group, []
+
+    def counting(suite, tasks, *args, **kwargs):
+        calls.append(list(tasks))
+        return real(suite, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_group", counting)
+    return calls
+
+
+def _embed(cache_dir, **kwargs):
+    kwargs = {"tokenizer": TOKENIZER, "model_factory": factory, **kwargs}
+    return compute_task_embeddings(SUITE, ["emb_a"], SETTINGS, cache_dir=cache_dir, **kwargs)[0]["emb_a"]
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    i = data.index(b'"embedding"')
+    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")
+    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON: another number
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "flipped-digit"])
+def test_corrupt_embedding_entry_is_named_and_computed_again(tmp_path, count_trainings, damage):
+    from hf_taskgroup.artifacts import ArtifactWarning
+
+    fresh = _embed(None)
+    _embed(tmp_path)
+    (entry,) = tmp_path.glob("emb_a.*.json")
+    damage(entry)
+    count_trainings.clear()
+    with pytest.warns(ArtifactWarning) as caught:
+        again = _embed(tmp_path)
+    named = [w for w in caught if issubclass(w.category, ArtifactWarning)]
+    assert len(named) == 1 and str(entry) in str(named[0].message)
+    assert count_trainings == [["emb_a"]]
+    np.testing.assert_allclose(again, fresh)
+
+
+def test_intact_embedding_entry_is_reused_and_listed(tmp_path, count_trainings):
+    from hf_taskgroup.artifacts import ArtifactStore
+
+    first = _embed(tmp_path)
+    run = ArtifactStore(tmp_path)
+    with run.collecting():
+        again = _embed(tmp_path)
+    assert count_trainings == [["emb_a"]]  # the first call only
+    np.testing.assert_array_equal(again, first)
+    (entry,) = tmp_path.glob("emb_a.*.json")
+    assert run.reused == [entry.name]
+
+
+def other_factory(infos):  # another tiny encoder: other initial weights
+    return tiny_model(SUITE.subset(list(infos)), trunk=(8,), pooling="mean", seed=1)
+
+
+@pytest.mark.parametrize("change", [{"model_factory": other_factory}, {"tokenizer": tiny_tokenizer(["good", "bad"])}],
+                         ids=["other-model", "other-tokenizer"])
+def test_another_encoder_or_tokenizer_never_reuses_embeddings(tmp_path, count_trainings, change):
+    _embed(tmp_path)
+    _embed(tmp_path, **change)
+    assert count_trainings == [["emb_a"], ["emb_a"]]
+    assert len(list(tmp_path.glob("emb_a.*.json"))) == 2
+
+
+def test_the_settings_encoder_folder_is_part_of_the_key(tmp_path, count_trainings):
+    """Without a model_factory the encoder is the settings' model folder, fingerprinted by its files."""
+    import dataclasses
+
+    import torch
+    from transformers import BertModel
+    from utils import tiny_bert_config
+
+    folders = []
+    for seed in (0, 1):
+        folder = tmp_path / f"encoder{seed}"
+        torch.manual_seed(seed)
+        BertModel(tiny_bert_config(), add_pooling_layer=False).save_pretrained(folder)
+        TOKENIZER.save_pretrained(folder)
+        folders.append(folder)
+    cache = tmp_path / "cache"
+    for folder in (folders[0], folders[0], folders[1]):
+        settings = dataclasses.replace(SETTINGS, model_name_or_path=str(folder))
+        compute_task_embeddings(SUITE, ["emb_a"], settings, cache_dir=cache)
+    assert count_trainings == [["emb_a"], ["emb_a"]]  # the second call reused, the third (another encoder) did not
 
 
 @pytest.mark.parametrize("task", ["emb_a", "emb_ner"])

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModel
 from utils import tiny_bert_config, tiny_suite, tiny_tokenizer
 
+from hf_taskgroup.artifacts import ArtifactWarning
 from hf_taskgroup.data.collator import MultiTaskDataCollator
 from hf_taskgroup.training.args import MultiTaskTrainingArguments
 from hf_taskgroup.training.features import FeatureCache, TokenStates
@@ -143,10 +144,22 @@ def test_cache_is_never_reused_after_k_tokenization_or_lower_weights_change(suit
     reread = again.add_token_states(model, "sent", "train", ds32, trainable_layers=1, tokenizer=tok)
     assert (again.misses, again.disk_hits) == (0, 1)
     np.testing.assert_array_equal(reread[3]["hidden_states"], first[3]["hidden_states"])
+    good = np.array(reread.states.states)  # a copy: the memory maps of the file are invalid once it is torn
     (reread.states.folder / "states.npy").write_bytes(b"torn")
     third = FeatureCache(cache_dir=tmp_path / "cache")
-    third.add_token_states(model, "sent", "train", ds32, trainable_layers=1, tokenizer=tok)
+    with pytest.warns(ArtifactWarning, match="states.npy has 4 bytes"):
+        third.add_token_states(model, "sent", "train", ds32, trainable_layers=1, tokenizer=tok)
     assert third.misses == 1
+    # a flipped byte keeps the file loadable: only its recorded sha256 tells; encoded again, same states
+    folder = third.add_token_states(model, "sent", "train", ds32, trainable_layers=1, tokenizer=tok).states.folder
+    data = bytearray((folder / "states.npy").read_bytes())
+    data[-1] ^= 0x01
+    (folder / "states.npy").write_bytes(bytes(data))
+    fourth = FeatureCache(cache_dir=tmp_path / "cache")
+    with pytest.warns(ArtifactWarning, match="does not match its recorded sha256"):
+        redone = fourth.add_token_states(model, "sent", "train", ds32, trainable_layers=1, tokenizer=tok)
+    assert (fourth.misses, fourth.disk_hits) == (1, 0)
+    np.testing.assert_array_equal(np.asarray(redone.states.states), good)
 
 
 def test_states_are_float16_memory_maps_on_disk(suite, tok, data):

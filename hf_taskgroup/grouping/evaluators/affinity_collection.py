@@ -53,7 +53,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,8 +414,12 @@ def collect_affinity(
 ) -> AffinityResult:
     """Train ``tasks`` of ``suite`` together once (``train_group`` with ``settings``) and collect affinities.
 
-    With ``output_path`` the result is written there as JSON (atomically) and reused on a later call with
-    the same suite, tasks, settings and collection options (the key does not cover a custom ``model``).
+    With ``output_path`` the result is written there as JSON (atomically) with a manifest
+    (``<output_path>.manifest``: size, sha256 and the key of the suite's data, tasks, settings, model, tokenizer
+    and collection options; see :class:`~hf_taskgroup.artifacts.ArtifactStore`) and reused on a later call with
+    the same key (the key does not cover a custom ``model``). A truncated or edited file is named in one
+    :class:`~hf_taskgroup.artifacts.ArtifactWarning` and collected again; a file without a manifest (written
+    before manifests existed) is collected again quietly.
     ``seed`` (probe-batch and subsampling RNG) defaults to ``settings.seed``.
 
     Example::
@@ -427,7 +430,7 @@ def collect_affinity(
     """
     import tempfile
 
-    from hf_taskgroup.artifacts import ArtifactWarning, model_fingerprint, stable_hash, tokenizer_fingerprint
+    from hf_taskgroup.artifacts import ArtifactStore, model_fingerprint, stable_hash, tokenizer_fingerprint
     from hf_taskgroup.grouping.evaluators.text import suite_fingerprint
     from hf_taskgroup.training.train import train_group
 
@@ -439,18 +442,18 @@ def collect_affinity(
                 "inputs": {"model": None if model is not None else model_fingerprint(settings.model_name_or_path),
                            "tokenizer": tokenizer_fingerprint(tokenizer)}}
     key = stable_hash(identity, length=64)
-    if output_path is not None and Path(output_path).exists():
-        try:
-            cached = AffinityResult.from_json(output_path)
-        except Exception as err:  # noqa: BLE001 - a torn or foreign file is collected again
-            warnings.warn(f"{output_path}: cannot be loaded ({type(err).__name__}: {err}); collecting again",
-                          ArtifactWarning, stacklevel=2)
-            cached = None
-        if cached is not None and cached.params.get("cache_key") == key:
+    store = ArtifactStore(Path(output_path).parent) if output_path is not None else None
+    if store is not None:
+        def load(path: Path) -> AffinityResult:
+            cached = AffinityResult.from_json(path)
+            if cached.params.get("cache_key") != key:
+                raise ValueError(f"holds cache key {cached.params.get('cache_key')}, its manifest says {key}")
+            return cached
+
+        cached = store.load(output_path, fingerprint=key, loader=load)
+        if cached is not None:
             logger.info("affinity collection: reusing %s", output_path)
             return cached
-        if cached is not None:
-            logger.warning("affinity collection: %s was made with other settings; collecting again", output_path)
     collector = AffinityCollector(kind=kind, every_k_steps=every_k_steps, probe_batch_size=probe_batch_size,
                                   task_subsample=task_subsample, seed=seed, tasks=tasks, lookahead_lr=lookahead_lr)
     start = time.perf_counter()
@@ -466,6 +469,8 @@ def collect_affinity(
     result = collector.result()
     result.params.update({"cache_key": key, "identity": identity, "train_seconds": run["train_seconds"],
                           "wall_seconds": time.perf_counter() - start})
-    if output_path is not None:
+    if store is not None:
+        store.unseal(output_path)
         result.to_json(output_path)
+        store.seal(output_path, fingerprint=key)
     return result

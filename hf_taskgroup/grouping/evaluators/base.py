@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hf_taskgroup.artifacts import stable_hash
-from hf_taskgroup.utils import atomic_write_json
+from hf_taskgroup.artifacts import ArtifactStore, stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +126,15 @@ def _clean_result(tasks: tuple[str, ...], raw: Mapping[str, Mapping[str, float]]
 class CachedEvaluator:
     """Wrap ``train_fn(tasks) -> {task: {"loss": ..., ...}}`` with an on-disk cache: no group is trained twice.
 
-    One JSON file per group, ``<cache_dir>/<sha256>.json``, written atomically (temp file + ``os.replace``);
-    the key hashes the sorted task names, ``settings`` (canonical JSON) and ``seed``, so changing either never
-    reuses a stale result. A new instance on the same folder resumes from what is there. A corrupt or partial
-    file is ignored with a warning and the group is trained again. ``cache_dir=None`` keeps results in memory.
+    One JSON file per group, ``<cache_dir>/<sha256>.json``, written atomically through an
+    :class:`~hf_taskgroup.artifacts.ArtifactStore` and sealed with a manifest (``<sha256>.json.manifest``: size,
+    sha256 and the key as input fingerprint); the key hashes the sorted task names, ``settings`` (canonical
+    JSON) and ``seed``, so changing either never reuses a stale result. A new instance on the same folder
+    resumes from what is there. A corrupt entry (truncated, edited, unparsable) is named in one
+    :class:`~hf_taskgroup.artifacts.ArtifactWarning`, deleted and the group trained again; an entry without a
+    manifest (unfinished, or written before manifests existed) is trained again quietly. Reused entries are
+    recorded in the store's ``reused`` list (and in a run's, see :meth:`ArtifactStore.collecting`).
+    ``cache_dir=None`` keeps results in memory.
 
     ``trainings`` counts the groups this instance trained; ``cache_hits`` counts requests answered from the
     cache (memory or disk); ``seconds`` sums the wall time spent training.
@@ -175,8 +178,10 @@ class CachedEvaluator:
         self.seconds = 0.0
         self._memory: dict[tuple[str, ...], GroupResult] = {}
         self._seconds: dict[tuple[str, ...], float] = {}
+        self.store: ArtifactStore | None = None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.store = ArtifactStore(self.cache_dir)
 
     def key(self, tasks: Sequence[str]) -> str:
         """The cache key of ``tasks`` under this evaluator's settings and seed."""
@@ -186,20 +191,22 @@ class CachedEvaluator:
         return None if self.cache_dir is None else self.cache_dir / f"{self.key(group)}.json"
 
     def _read(self, group: tuple[str, ...]) -> GroupResult | None:
+        """The verified cache entry of ``group`` (see :meth:`ArtifactStore.load`), else None (train it)."""
         path = self._path(group)
-        if path is None or not path.exists():
+        if path is None or self.store is None:
             return None
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
+
+        def load(p: Path) -> tuple[GroupResult, float]:
+            entry = json.loads(p.read_text(encoding="utf-8"))
             if list(entry.get("tasks", [])) != list(group):
                 raise ValueError(f"file holds group {entry.get('tasks')}, expected {list(group)}")
-            result = _clean_result(group, entry["results"], origin=f"cache file {path}")
-            self._seconds[group] = float(entry.get("seconds", 0.0))
-            return result
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            warnings.warn(f"ignoring unreadable cache entry {path} ({err}); group {list(group)} is trained again",
-                          stacklevel=3)
+            return _clean_result(group, entry["results"], origin=f"cache file {p}"), float(entry.get("seconds", 0.0))
+
+        loaded = self.store.load(path, fingerprint=path.stem, loader=load)
+        if loaded is None:
             return None
+        result, self._seconds[group] = loaded
+        return result
 
     def is_cached(self, tasks: Sequence[str]) -> bool:
         """True when ``tasks`` (in any order) has a valid result in memory or on disk."""
@@ -313,7 +320,8 @@ class CachedEvaluator:
                                      "seconds": seconds, "results": result}
             if batched is not None:
                 entry["batched"] = batched
-            atomic_write_json(path, entry)
+            assert self.store is not None
+            self.store.write_json(path, entry, fingerprint=path.stem)
 
     def __repr__(self) -> str:
         return (f"CachedEvaluator(cache_dir={str(self.cache_dir)!r}, seed={self.seed}, trainings={self.trainings}, "

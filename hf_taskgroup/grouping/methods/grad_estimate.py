@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_taskgroup.artifacts import stable_hash
 from hf_taskgroup.grouping.evaluators.base import canonical_group
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
@@ -419,7 +420,8 @@ def compute_gradient_features(
         ...                                   trainer.data_collator, GradEstimateConfig(projection_dim=64))  # doctest: +SKIP
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from hf_taskgroup.log import progress_bar
 
     config = config or GradEstimateConfig()
     base = model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
@@ -459,8 +461,8 @@ def compute_gradient_features(
                 if config.max_examples is not None and len(ds) > config.max_examples:
                     order = np.sort(rng.choice(len(ds), size=config.max_examples, replace=False))
                 outs, targets, examples = [], [], []
-                for b0 in tqdm(range(0, len(order), batch_size), desc=f"Gradients {task}/{split}", leave=False,
-                               disable=not progress):
+                for b0 in progress_bar(range(0, len(order), batch_size), desc=f"Gradients {task}/{split}",
+                                       nested=True, progress=progress):
                     idx = order[b0:b0 + batch_size].tolist()
                     rows = ds.__getitems__(idx) if hasattr(ds, "__getitems__") else [ds[i] for i in idx]
                     batch = {k: v.to(device) for k, v in collator(rows).items()}
@@ -645,31 +647,44 @@ def train_and_collect_gradients(
 ) -> GradientFeatures:
     """Train the base model on ``tasks`` (``train_group``) and compute the projected gradients at it.
 
-    With ``cache_dir`` the gradients are stored there (keyed by tasks, settings, data sizes and the gradient
-    options) and reused; ``info["cold_seconds"]`` keeps what computing them cost.
+    With ``cache_dir`` the gradients are stored there (keyed by the tasks' data content, settings, model,
+    tokenizer and the gradient options; sealed with a manifest, see
+    :class:`~hf_taskgroup.artifacts.ArtifactStore`) and reused; a damaged folder is named in one
+    :class:`~hf_taskgroup.artifacts.ArtifactWarning` and computed again. ``info["cold_seconds"]`` keeps what
+    computing them cost.
     """
     import tempfile
 
+    from hf_taskgroup.artifacts import (
+        ArtifactStore,
+        model_fingerprint,
+        tokenizer_fingerprint,
+        weights_fingerprint,
+    )
+    from hf_taskgroup.grouping.evaluators.text import suite_fingerprint
     from hf_taskgroup.training.train import train_group
 
     config = config or GradEstimateConfig()
     tasks = list(tasks)
     sub = suite.subset(tasks)
-    stamp = hashlib.sha256(json.dumps({
-        "tasks": tasks, "settings": settings.to_dict(), "suite": getattr(suite, "name", None),
-        "rows": {t: {s: len(d) for s, d in sub[t].load().items()} for t in tasks},
-        "gradients": {k: getattr(config, k) for k in ("projection_dim", "seed", "split", "max_examples",
-                                                      "max_units_per_example", "chunk_size")},
-    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = Path(cache_dir) / stamp if cache_dir is not None else None
-    if folder is not None and (folder / "meta.json").is_file():
-        try:
-            return GradientFeatures.load(folder)
-        except (OSError, ValueError, KeyError) as err:
-            logger.warning("ignoring unreadable gradient cache %s (%s)", folder, err)
     model = None
     if model_factory is not None:
         model = model_factory(sub.task_infos(), settings.seed)
+    stamp = stable_hash({
+        "tasks": tasks, "settings": settings.to_dict(), "suite": suite_fingerprint(suite, tasks),
+        "rows": {t: {s: len(d) for s, d in sub[t].load().items()} for t in tasks},
+        "gradients": {k: getattr(config, k) for k in ("projection_dim", "seed", "split", "max_examples",
+                                                      "max_units_per_example", "chunk_size")},
+        "inputs": {"model": weights_fingerprint(model) if model is not None
+                   else model_fingerprint(settings.model_name_or_path),
+                   "tokenizer": tokenizer_fingerprint(tokenizer)},
+    }, length=64)
+    folder = Path(cache_dir) / stamp[:16] if cache_dir is not None else None
+    store = ArtifactStore(cache_dir) if cache_dir is not None else None
+    if folder is not None:
+        cached = store.load(folder, fingerprint=stamp, loader=GradientFeatures.load)
+        if cached is not None:
+            return cached
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         result = train_group(suite, tasks, settings, tokenizer=tokenizer, model=model, eval_splits=(config.split,),
@@ -695,6 +710,7 @@ def train_and_collect_gradients(
     })
     if folder is not None:
         features.save(folder)
+        store.seal(folder, fingerprint=stamp)
     return features
 
 

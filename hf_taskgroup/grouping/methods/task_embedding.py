@@ -25,17 +25,15 @@ import json
 import logging
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hf_taskgroup.artifacts import ArtifactWarning, stable_hash
+from hf_taskgroup.artifacts import stable_hash
 from hf_taskgroup.grouping.registry import register_method
 from hf_taskgroup.grouping.result import Grouping, GroupingCost
-from hf_taskgroup.utils import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +109,13 @@ def per_example_losses(task_type: str, logits: Any, labels: Any) -> Any:
     raise ValueError(f"unknown task type {task_type!r}")
 
 
-def _cache_key(suite: Any, task: str, settings: Any, max_examples: int | None) -> str:
+def _cache_key(suite: Any, task: str, settings: Any, max_examples: int | None, *, model: str | None,
+               tokenizer: str | None) -> str:
     from hf_taskgroup.grouping.evaluators.text import suite_fingerprint
 
     identity = {"suite": suite_fingerprint(suite, [task]), "settings": settings.to_dict(),
-                "max_examples": max_examples, "target": GRADIENT_TARGET}
+                "max_examples": max_examples, "target": GRADIENT_TARGET,
+                "inputs": {"model": model, "tokenizer": tokenizer}}
     return stable_hash(identity, length=64)
 
 
@@ -133,28 +133,50 @@ def compute_task_embeddings(
 
     ``model_factory(task_infos)`` builds the single-task model (default: the settings' encoder).
 
+    Cache entries ``<cache_dir>/<task>.<key>.json`` are written through an
+    :class:`~hf_taskgroup.artifacts.ArtifactStore` with a manifest (size, sha256, the key as input
+    fingerprint). The key covers the task's data content and spec, the settings, ``max_examples``, the
+    model (:func:`~hf_taskgroup.artifacts.model_fingerprint` of the settings' encoder; with a
+    ``model_factory``, :func:`~hf_taskgroup.artifacts.weights_fingerprint` of the model it builds, so seed the factory) and the
+    tokenizer (:func:`~hf_taskgroup.artifacts.tokenizer_fingerprint`). A corrupt entry is named in one
+    :class:`~hf_taskgroup.artifacts.ArtifactWarning` and computed again; an entry without a manifest (written
+    before manifests existed) is computed again quietly.
+
     Example::
 
         >>> embeddings, cost = compute_task_embeddings(suite, suite.task_names, TrainSettings())  # doctest: +SKIP
     """
+    from hf_taskgroup.artifacts import (
+        ArtifactStore,
+        model_fingerprint,
+        tokenizer_fingerprint,
+        weights_fingerprint,
+    )
     from hf_taskgroup.training.train import train_group
 
     start = time.perf_counter()
     out: dict[str, np.ndarray] = {}
     cost = GroupingCost()
+    store = ArtifactStore(cache_dir) if cache_dir is not None else None
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    encoder_fp = None if model_factory is not None else model_fingerprint(settings.model_name_or_path)
     for task in tasks:
-        key = _cache_key(suite, task, settings, max_examples)
-        path = Path(cache_dir) / f"{task}.{key[:16]}.json" if cache_dir is not None else None
-        if path is not None and path.exists():
-            try:
-                entry = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                warnings.warn(f"{path}: unreadable ({err}); computing it again", ArtifactWarning, stacklevel=2)
-                entry = {}
-            if entry.get("key") == key:
-                out[task] = np.asarray(entry["embedding"], dtype=float)
-                continue
         model = model_factory(suite.subset([task]).task_infos()) if model_factory is not None else None
+        model_fp = weights_fingerprint(model) if model is not None else encoder_fp
+        key = _cache_key(suite, task, settings, max_examples, model=model_fp, tokenizer=tok_fp)
+        name = f"{task}.{key[:16]}.json"
+
+        def load(path: Path, key: str = key) -> np.ndarray:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry.get("key") != key:
+                raise ValueError(f"holds key {entry.get('key')}, expected {key}")
+            return np.asarray(entry["embedding"], dtype=float)
+
+        if store is not None:
+            cached = store.load(name, fingerprint=key, loader=load)
+            if cached is not None:
+                out[task] = cached
+                continue
         with tempfile.TemporaryDirectory(prefix="hf_taskgroup_taskemb_") as tmp:
             run = train_group(suite, [task], settings, output_dir=tmp, eval_splits=(), tokenizer=tokenizer, model=model)
             trainer = run.pop("trainer")
@@ -164,9 +186,9 @@ def compute_task_embeddings(
         cost.trainings += 1
         cost.examples += int(round(n_train * settings.num_train_epochs)) + used
         out[task] = vector
-        if path is not None:
-            atomic_write_json(path, {"task": task, "key": key, "target": GRADIENT_TARGET, "examples": used,
-                                     "embedding": vector.tolist()})
+        if store is not None:
+            store.write_json(name, {"task": task, "key": key, "target": GRADIENT_TARGET, "examples": used,
+                                    "embedding": vector.tolist()}, fingerprint=key)
         logger.info("task_embedding: %s done (%d examples)", task, used)
     cost.seconds = time.perf_counter() - start
     return out, cost
