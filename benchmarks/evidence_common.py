@@ -77,6 +77,7 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
     }
     if search_extra is not None:  # affinity_search: STL + pairs + search_extra trainings
         options["affinity_search"] = {"budget": num_tasks + pairs + search_extra}
+    options = {m: o for m, o in options.items() if m in methods}  # the config refuses options of methods it does not run
     return PipelineConfig(
         output_dir=str(output_dir), methods=list(methods), seeds=list(seeds), finetune=finetune,
         num_train_epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, num_groups=num_groups,

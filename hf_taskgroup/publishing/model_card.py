@@ -49,6 +49,10 @@ _HUB_TASK_TYPES = {
     "token_classification": "token-classification",
 }
 _INPUT_KINDS = ("text", "pair", "words")
+#: What the card says of a search's cost: counts only. Measured seconds change from run to run (load, machine), and a
+#: card must be a pure function of the results and settings, so that re-publishing the same result is no change;
+#: the seconds stay in the run's ``groupings/<method>.json`` and report.
+CARD_COST_FIELDS = ("trainings", "examples")
 
 METHOD_DESCRIPTIONS = {
     "pvi": "Every example of every task was scored with pointwise V-usable information (PVI; Ethayarajh, Choi & "
@@ -244,20 +248,22 @@ class MultiTaskModelCardData:
         )
 
     def task_groups_block(self) -> dict[str, Any]:
-        """The ``task_groups`` YAML block: method, parameters, every group, this model's group, cost."""
+        """The ``task_groups`` YAML block: method, parameters (local paths replaced by :func:`public_value`), every
+        group, this model's group, cost (:data:`CARD_COST_FIELDS`: counts, never measured seconds)."""
         grouping = self.grouping or {}
         if grouping and not isinstance(grouping.get("groups"), list):
             raise ValueError(f"grouping['groups'] must be a list of task lists, got {grouping.get('groups')!r}")
         block: dict[str, Any] = {
             "method": grouping.get("method"),
-            "parameters": _public(grouping.get("params") or {}),
+            "parameters": public_value(_public(grouping.get("params") or {})),
             "groups": [[str(t) for t in g] for g in grouping.get("groups") or [self.this_group()]],
             "this_group": self.this_group(),
         }
         if self.group_index is not None:
             block["group_index"] = int(self.group_index)
-        if grouping.get("cost"):
-            block["cost"] = dict(grouping["cost"])
+        cost = {k: grouping["cost"][k] for k in CARD_COST_FIELDS if k in (grouping.get("cost") or {})}
+        if cost:
+            block["cost"] = cost
         return _plain(block)
 
     # ------------------------------------------------------------------ YAML
@@ -629,7 +635,7 @@ def _training_from_args(args: Any, state: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["METHOD_DESCRIPTIONS", "REPO_PLACEHOLDER", "MultiTaskModelCardData", "card_data_from_config", "framework_versions",
+__all__ = ["CARD_COST_FIELDS", "METHOD_DESCRIPTIONS", "REPO_PLACEHOLDER", "MultiTaskModelCardData", "card_data_from_config", "framework_versions",
            "generate_model_card", "hub_repo_id_or_none", "merge_card_data", "results_from_log_history",
            "save_model_card", "write_trainer_model_card"]
 

@@ -50,6 +50,23 @@ def test_projection_roughly_preserves_inner_products():
     assert float((ratio - 1).abs().max()) < 0.15
 
 
+def test_buffer_projects_units_gathered_across_batches_in_order():
+    """Units added a few at a time are projected together (one matrix pass per ``capacity`` units), in order."""
+    from hf_taskgroup.grouping.methods.grad_estimate import _ProjectionBuffer
+
+    flat = torch.randn(23, 300, generator=torch.Generator().manual_seed(1))
+    projector = GaussianProjector(300, 8, seed=2, chunk_size=64, cache_mb=0)  # regenerated on every project()
+    assert not projector.cache
+    buffer = _ProjectionBuffer(projector, capacity=10)
+    for a, b in ((0, 1), (1, 4), (4, 9), (9, 12), (12, 23)):
+        buffer.add(flat[a:b])
+    out = buffer.take()
+    assert out.shape == (23, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(out, (flat @ projector.matrix()).numpy(), rtol=1e-5, atol=1e-5)
+    assert buffer.projections == 3  # 9 + 3 + 11 (one chunk larger than the capacity goes alone), not 5 per-batch calls
+    assert buffer.take().shape == (0, 8)
+
+
 def test_projection_rejects_a_gradient_of_the_wrong_size():
     with pytest.raises(ValueError, match="gradient of 9 values"):
         GaussianProjector(10, 4).project(torch.zeros(1, 9))
@@ -267,6 +284,35 @@ def test_lora_mode_takes_gradients_of_the_adapters_and_trunk_only(own_feature_ca
     base = GradientEstimator(feats).base_losses()
     for task in suite.task_names:
         assert base[task] == pytest.approx(feats.info["base_results"][task]["loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_partial_mode_takes_gradients_of_the_top_layers_and_trunk_and_projects_across_examples(own_feature_cache):
+    """``partial`` (k = 1 of 2 layers): gradients of the top layer and trunk only (cached lower-layer states),
+    the base losses are the trainer's, and one example per forward does not mean one projection per example."""
+    suite = tiny_suite(("classification", "token_classification"))
+    tok = tiny_tokenizer()
+    settings = TrainSettings(finetune="partial", trainable_layers=1, trunk_hidden_sizes=[4], num_train_epochs=1,
+                             per_device_train_batch_size=8)
+
+    def factory(infos, seed):
+        torch.manual_seed(seed)
+        return MultiTaskModel(MultiTaskConfig(encoder=tiny_bert_config(num_hidden_layers=2), tasks=infos,
+                                              trunk_hidden_sizes=[4], classifier_dropout=0.0, trunk_dropout=0.0))
+
+    cfg = GradEstimateConfig(projection_dim=8, projection_cache_mb=0)
+    feats = train_and_collect_gradients(suite, suite.task_names, settings, cfg, tokenizer=tok, model_factory=factory)
+    names = feats.info["parameters"]
+    assert names and all(".layer.1." in n or n.startswith("trunk.") for n in names), names
+    assert any(n.startswith("trunk.") for n in names) and any(".layer.1." in n for n in names)
+    assert feats.info["finetune"] == "partial" and not feats.info["projection_cached"]
+    base = GradientEstimator(feats).base_losses()
+    for task in suite.task_names:
+        assert base[task] == pytest.approx(feats.info["base_results"][task]["loss"], rel=1e-4)
+    units = sum(n for sp in feats.info["units"].values() for n in sp.values())
+    assert units > 100 and feats.info["projections"] == 4  # one per (task, split): the buffer holds them all
+    est = GradientEstimator(feats)(suite.task_names)
+    assert all(np.isfinite(v["loss"]) for v in est.values())
 
 
 def test_shared_parameters_exclude_the_heads():

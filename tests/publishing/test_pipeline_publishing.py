@@ -79,3 +79,25 @@ def test_pipeline_shares_the_encoder_refuses_overwrites_and_trains_a_new_publish
     assert len(switched.model_dirs) == 3
     for folder in switched.model_dirs.values():
         assert (folder / "config.json").is_file() and (folder / ENCODER_SHARD).is_file()
+
+
+@pytest.mark.hub
+@pytest.mark.slow
+def test_two_identical_runs_write_byte_identical_cards_and_a_repush_is_no_change(tmp_path, local_hub, hub_repo_id):
+    """With the recommendation on (the default), the same run twice (other folders, other timings) gives the same
+    model cards byte for byte, so pushing the second run's models where the first's are is not a change."""
+    from hf_taskgroup.publishing.models import check_group_model_push, push_group_model
+
+    first = _pipeline(tmp_path / "a", recommend=True, recommend_seeds=2).run()
+    second = _pipeline(tmp_path / "b", recommend=True, recommend_seeds=2).run()
+    assert first.groupings["recommended"].cost.seconds != second.groupings["recommended"].cost.seconds  # measured
+    assert list(first.model_dirs) == list(second.model_dirs) and first.model_dirs
+    for key, folder in first.model_dirs.items():
+        card = (folder / "README.md").read_bytes()
+        assert card == (second.model_dirs[key] / "README.md").read_bytes(), key
+        assert b"recommended" in card and str(tmp_path).encode() not in card
+    repo = f"{hub_repo_id}-group0"
+    key = next(iter(first.model_dirs))
+    push_group_model(first.model_dirs[key], repo)
+    uploads, conflicts = check_group_model_push(second.model_dirs[key], repo)  # no overwrite needed: nothing changes
+    assert conflicts == [] and "README.md" in uploads

@@ -335,11 +335,11 @@ def _unit_outputs(task_type: str, logits: Any, labels: Any) -> tuple[Any, Any, A
     raise ValueError(f"unknown task type {task_type!r}")
 
 
-def _per_unit_grads(s: Any, params: list[Any], rows: Any, projector: GaussianProjector, per_call: int) -> Any:
-    """Projected gradients of ``s[rows]`` w.r.t. ``params`` (``[len(rows), d]``), ``per_call`` units per backward."""
+def _per_unit_grads(s: Any, params: list[Any], rows: Any, per_call: int) -> Any:
+    """Unprojected gradients of ``s[rows]`` w.r.t. ``params``, ``per_call`` units per backward; yields
+    ``[m, num_params]`` blocks in unit order."""
     import torch
 
-    out = []
     for start in range(0, len(rows), per_call):
         idx = rows[start:start + per_call]
         grad_out = torch.zeros(len(idx), s.shape[0], device=s.device, dtype=s.dtype)
@@ -355,8 +355,48 @@ def _per_unit_grads(s: Any, params: list[Any], rows: Any, projector: GaussianPro
                 gs = torch.autograd.grad(s[u], params, retain_graph=True, allow_unused=True)
                 rows_.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, params)]))
             flat = torch.stack(rows_)
-        out.append(projector.project(flat))
-    return torch.cat(out) if out else torch.zeros(0, projector.dim)
+        yield flat
+
+
+class _ProjectionBuffer:
+    """Unprojected per-unit gradients gathered across batches and projected together, ``capacity`` units at a time.
+
+    With a projection too large to keep (``GaussianProjector.cache`` false) every :meth:`GaussianProjector.project`
+    regenerates the whole matrix; when the encoder trains (``partial``, ``full``) a batch is one example with one
+    or a few units, so projecting per batch would regenerate the matrix for nearly every unit. Gathering up to
+    ``capacity`` units (``buffer_mb`` of gradients) first regenerates it once per ``capacity`` units instead.
+    """
+
+    def __init__(self, projector: GaussianProjector, capacity: int) -> None:
+        self.projector, self.capacity = projector, max(1, int(capacity))
+        self.pending: list[Any] = []
+        self.size = 0
+        self.out: list[np.ndarray] = []
+        self.projections = 0  # project() calls, for tests and the record
+
+    def add(self, flat: Any) -> None:
+        if self.size and self.size + flat.shape[0] > self.capacity:
+            self.flush()
+        self.pending.append(flat.detach())
+        self.size += int(flat.shape[0])
+        if self.size >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        import torch
+
+        if self.pending:
+            flat = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+            self.out.append(self.projector.project(flat).cpu().numpy())
+            self.projections += 1
+        self.pending, self.size = [], 0
+
+    def take(self) -> np.ndarray:
+        """Every projected gradient so far, in unit order (``[units, d]`` float32); empties the buffer."""
+        self.flush()
+        out = np.concatenate(self.out) if self.out else np.zeros((0, self.projector.dim), np.float32)
+        self.out = []
+        return out.astype(np.float32, copy=False)
 
 
 def compute_gradient_features(
@@ -395,6 +435,7 @@ def compute_gradient_features(
     projector = GaussianProjector(num_params, config.projection_dim, seed=config.seed, chunk_size=config.chunk_size,
                                   cache_mb=config.projection_cache_mb)
     per_call = max(1, int(config.buffer_mb * 2**20 // (4 * num_params)))
+    buffer = _ProjectionBuffer(projector, per_call)  # units are projected together across batches
     # a unit's backward runs over its whole batch: one example per forward when an example has many units
     # (tokens) or when the encoder trains, a batch of pooled rows otherwise
     def batch_size_of(task_type: str) -> int:
@@ -419,7 +460,7 @@ def compute_gradient_features(
                 order = np.arange(len(ds))
                 if config.max_examples is not None and len(ds) > config.max_examples:
                     order = np.sort(rng.choice(len(ds), size=config.max_examples, replace=False))
-                grads, outs, targets, examples = [], [], [], []
+                outs, targets, examples = [], [], []
                 for b0 in progress_bar(range(0, len(order), batch_size), desc=f"Gradients {task}/{split}",
                                        nested=True, progress=progress):
                     idx = order[b0:b0 + batch_size].tolist()
@@ -438,14 +479,13 @@ def compute_gradient_features(
                                 members = np.sort(rng.choice(members, size=config.max_units_per_example, replace=False))
                             chosen.extend(members.tolist())
                         keep = torch.as_tensor(chosen, dtype=torch.long, device=s.device)
-                    if len(keep):
-                        grads.append(_per_unit_grads(s, params, keep, projector, per_call).cpu().numpy())
+                    for flat in _per_unit_grads(s, params, keep, per_call):
+                        buffer.add(flat)
                     outs.append(s[keep].detach().double().cpu().numpy())
                     targets.append(target[keep].detach().double().cpu().numpy())
                     examples.append(np.asarray(idx)[row[keep].cpu().numpy()])
                     del logits, s
-                g = np.concatenate(grads) if grads else np.zeros((0, config.projection_dim), np.float32)
-                unit = UnitGradients(g.astype(np.float32), np.concatenate(outs), np.concatenate(targets),
+                unit = UnitGradients(buffer.take(), np.concatenate(outs), np.concatenate(targets),
                                      np.concatenate(examples).astype(np.int64))
                 units.setdefault(task, {})[split] = unit
                 losses.setdefault(task, {})[split] = float(_unit_loss(kinds[task], unit.base, unit.target).mean()) if unit.num_units else float("nan")
@@ -454,7 +494,8 @@ def compute_gradient_features(
     info = {"projection_dim": config.projection_dim, "seed": config.seed, "num_parameters": num_params,
             "parameters": [n for n, _ in named], "finetune": finetune, "gradient_seconds": time.perf_counter() - start,
             "units": {t: {s: u.num_units for s, u in sp.items()} for t, sp in units.items()},
-            "base_unit_losses": losses, "projection_cached": projector.cache, "block_bytes": projector.block_bytes}
+            "base_unit_losses": losses, "projection_cached": projector.cache, "block_bytes": projector.block_bytes,
+            "projections": buffer.projections}
     return GradientFeatures(units=units, kinds=kinds, info=info)
 
 
