@@ -73,7 +73,6 @@ from hf_taskgroup.utils import atomic_write_json  # noqa: E402
 QUICK_TASKS = ["glue_rte", "mqp", "medical_abstracts", "hoc", "biosses"]
 #: the affordable methods (no search over the partitions of 13 tasks); grad_estimate when installed
 METHODS = ["pvi", "grad_estimate", "tag", "transfer_gain", "clustering", "task_embedding", "all_in_one", "random"]
-GRAD_PROJECTION_CACHE_MB = 3072
 PVI_VARIANTS = ("pvi", "pvi_mannwhitney", "pvi_ks", "pvi_tost", "pvi_dissimilar")
 
 
@@ -158,12 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                        batch_size=args.batch_size, epochs=epochs)
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=num_groups, num_tasks=len(tasks),
                           **fields)
-    # grad_estimate: keep the whole Gaussian projection in memory (k = 1: ~1.8M trainable parameters x 256 dims, about
-    # 1.8 GB); at the library's 512 MB default every projection regenerates it block by block, which dominated the
-    # quick run. Speed only: the blocks are seeded, so the estimates are the same.
-    config.method_options["grad_estimate"] = {"projection_cache_mb": GRAD_PROJECTION_CACHE_MB}
     if args.quick:  # a smoke run: gradients of at most 60 examples (2 labels / tokens each) per task and split
-        config.method_options["grad_estimate"].update(max_examples=60, max_units_per_example=2)
+        config.method_options["grad_estimate"] = {"max_examples": 60, "max_units_per_example": 2}
         for method in ("tag", "transfer_gain", "clustering"):  # ~19 optimizer steps: collect every 5, not 50
             config.method_options[method]["every_k_steps"] = 5
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
