@@ -10,8 +10,8 @@ task, 4 epochs at lr 3e-4, batch 16; the PVI models with the same epochs and lea
    stage (``--recommend-seeds``, default 3) over their groupings. Reported: per-task **test** gains over
    single-task with paired bootstrap intervals, how many tasks gain beyond noise, how many are harmed beyond noise
    (target: none), the flags, parameters saved and the cost (trainings, seconds). ``--score-methods`` (off by
-   default: in ``partial`` mode it trains every group of every method for every seed, many hours on 2 cores) also
-   scores each method's groups on test like ``evidence_suite.py``.
+   default) also scores each method's groups on test like ``evidence_suite.py``; most of those trainings are the
+   recommendation's, but groups that held a task flagged "not learned" are trained anew for every seed.
 2. **The PVI claims of arXiv 2410.12774** in this regime: the PVI grouping under each test (``pvi_<test>``) and
    ``pvi_dissimilar`` (same group sizes, maximally different member PVI) trained for the recommendation's seeds
    and scored on test with ``evidence_suite.py``'s functions (``method_rows``, ``pvi_claims``).
@@ -27,7 +27,19 @@ evidence_v2_suite[_quick]_progress.json`` says how far the run got (and holds wh
     python benchmarks/evidence_v2_suite.py --score-methods             # ... and every method's groups scored
 
 Cost estimate of the full run (from the quick run's timings, scaled; see the end of this docstring for how):
-ESTIMATE_PLACEHOLDER
+- Quick run measured (5 tasks, 60 rows, 1 epoch, 2 seeds, from scratch on a machine at load ~7 on 2 cores):
+  PVI 146 s (10 models), grad_estimate 206 s (capped gradients), tag 37 s, transfer_gain 22 s, task_embedding
+  23 s, recommendation 18 trainings in 138 s, claims scoring 6 new trainings in 170 s: about 12.5 minutes.
+- Full run, scaled with evidence v2's calibration at these settings (docs/benchmarks.md section 7: about 62
+  CPU-seconds per task trained in a group, i.e. ~31 s of wall time on 2 idle cores) and the quick run's ratios:
+  PVI 26 models ~0.5 h CPU; tag + transfer_gain (one 13-task training each plus lookaheads, ~4.5x a training in
+  the quick run) ~2 h CPU; task_embedding ~0.2 h CPU; grad_estimate uncapped (whole validation splits, ~11k
+  examples, every token / label a unit) 1.5-5 h CPU, the least certain part; the recommendation, 3 seeds x
+  (13 single tasks + ~120 tasks in the candidates' distinct groups) ~7 h CPU; the claims, ~13 further tasks x 3
+  seeds for pvi_dissimilar ~0.7 h CPU. In all about 12-16 CPU-hours: **about 6-8 hours on 2 idle cores**; it
+  resumes, so it can span sessions. ``--score-methods`` adds little: the recommendation already trains every
+  candidate group for every seed, so only groups that contained a task flagged "not learned" (taken out of the
+  candidates) are trained anew.
 
 ``--quick`` also caps grad_estimate's gradients at 60 examples per task and split (2 units each for multilabel
 and token tasks) and collects the affinities every 5 steps instead of 50 (its one training has ~19 steps); the full
@@ -92,7 +104,7 @@ def score_groupings(pipe: Pipeline, groupings: Mapping[str, Grouping], seeds: Se
 
 
 def single_task_grouping(tasks: Sequence[str]) -> Grouping:
-    return Grouping(groups=[[t] for t in tasks], method="single_task", tasks=list(tasks))
+    return Grouping(groups=[[t] for t in tasks], method="single_task", tasks=list(tasks), params={}, scores={})
 
 
 def recommendation_record(rec: Any, candidates: Mapping[str, Grouping], wall: float) -> dict[str, Any]:
@@ -103,9 +115,9 @@ def recommendation_record(rec: Any, candidates: Mapping[str, Grouping], wall: fl
                 for t, r in rec.rows.items()}
     harmed = [t for t, r in per_task.items() if r["test_high"] is not None and r["test_high"] < 0]
     gained = [t for t, r in per_task.items() if r["test_low"] is not None and r["test_low"] > 0]
-    methods_seconds = sum(float(g.cost.seconds) for g in candidates.values())
-    methods_trainings = sum(int(g.cost.trainings) for m, g in candidates.items()
-                            if not m.startswith("pvi_")) if candidates else 0
+    own = [g for m, g in candidates.items() if not m.startswith("pvi_")]  # the PVI variants share the PVI stage
+    methods_seconds = sum(float(g.cost.seconds) for g in own)
+    methods_trainings = sum(int(g.cost.trainings) for g in own)
     return {"groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
             "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
             "flags": {t: f for t, f in rec.flags.items() if f},
@@ -133,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-groups", type=int, default=None,
                         help="groups for the methods that take a number (default 4 as in evidence_suite.py; quick 2)")
     parser.add_argument("--score-methods", action="store_true",
-                        help="also train and score every method's groups on test for every seed (expensive; off)")
+                        help="also score every method's groups on test for every seed (off; mostly the recommendation's "
+                             "trainings, plus groups holding a task flagged not learned)")
     parser.add_argument("--no-claims", action="store_true", help="skip part 2 (the PVI claims' trainings)")
     parser.add_argument("--output-dir", type=Path, default=None)
     args = parser.parse_args(argv)
