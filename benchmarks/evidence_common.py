@@ -57,6 +57,9 @@ def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int],
         "transfer_gain": {"every_k_steps": 50, "time_limit": 60.0},
         "tag": {"every_k_steps": 50, "time_limit": 60.0},
         "clustering": {"affinity_kind": "tag", "every_k_steps": 50},
+        # keep the whole projection matrix in memory: in partial/full mode it is larger than the 512 MB default
+        # (1.9 GB for MiniLM's top layer + trunk at d = 256), which is otherwise regenerated for every buffer
+        "grad_estimate": {"projection_cache_mb": 4096.0},
     }
     if search_extra is not None:  # affinity_search: STL + pairs + search_extra trainings
         options["affinity_search"] = {"budget": num_tasks + pairs + search_extra}
