@@ -198,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     fields: dict[str, Any] = {"finetune": mode, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                               "trainable_layers": args.trainable_layers, "pvi_num_train_epochs": epochs,
                               "pvi_learning_rate": args.learning_rate}
+    # lookahead collection every 50 steps, or 4 times over a short (--quick) training of all tasks together
+    steps = int(epochs * -(-max_train * len(tasks) // args.batch_size))
+    fields["every_k_steps"] = max(1, min(50, steps // 4))
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks), **fields)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
