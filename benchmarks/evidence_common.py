@@ -65,15 +65,19 @@ def use_feature_cache(folder: Path) -> None:
 def study_config(output_dir: Path, methods: Sequence[str], seeds: Sequence[int], epochs: float, *,
                  num_groups: int | None, num_tasks: int, finetune: str = "frozen", batch_size: int = 32,
                  learning_rate: float | None = None, pvi_null: str = "trained",
-                 search_extra: int | None = None, evaluator_objective: str = "loss", **fields: Any) -> PipelineConfig:
+                 search_extra: int | None = None, evaluator_objective: str = "loss", every_k_steps: int = 50,
+                 **fields: Any) -> PipelineConfig:
     """The pipeline settings shared by the studies (frozen MiniLM + 256-unit trunk unless ``finetune``);
     ``fields`` are further :class:`PipelineConfig` fields (e.g. ``trainable_layers``)."""
     pairs = num_tasks * (num_tasks - 1) // 2
     options: dict[str, dict[str, Any]] = {
         # lookahead collection every 50 steps of the one MTL training (every 10 is the library default)
-        "transfer_gain": {"every_k_steps": 50, "time_limit": 60.0},
-        "tag": {"every_k_steps": 50, "time_limit": 60.0},
-        "clustering": {"affinity_kind": "tag", "every_k_steps": 50},
+        "transfer_gain": {"every_k_steps": every_k_steps, "time_limit": 60.0},
+        "tag": {"every_k_steps": every_k_steps, "time_limit": 60.0},
+        "clustering": {"affinity_kind": "tag", "every_k_steps": every_k_steps},
+        # keep the whole projection matrix in memory: in partial/full mode it is larger than the 512 MB default
+        # (1.9 GB for MiniLM's top layer + trunk at d = 256), which is otherwise regenerated for every buffer
+        "grad_estimate": {"projection_cache_mb": 4096.0},
     }
     if search_extra is not None:  # affinity_search: STL + pairs + search_extra trainings
         options["affinity_search"] = {"budget": num_tasks + pairs + search_extra}

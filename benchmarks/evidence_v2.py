@@ -203,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         methods.insert(1, "grad_estimate")
     fields = v2_fields(mode, trainable_layers=args.trainable_layers, learning_rate=args.learning_rate,
                        batch_size=args.batch_size, epochs=epochs)
+    # lookahead collection every 50 steps, or 4 times over a short (--quick) training of all tasks together
+    steps = int(epochs * -(-max_train * len(tasks) // args.batch_size))
+    fields["every_k_steps"] = max(1, min(50, steps // 4))
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks), **fields)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples

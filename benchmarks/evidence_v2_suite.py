@@ -42,8 +42,8 @@ Cost estimate of the full run (from the quick run's timings, scaled; see the end
   candidates) are trained anew.
 
 ``--quick`` also caps grad_estimate's gradients at 60 examples per task and split (2 units each for multilabel
-and token tasks) and collects the affinities every 5 steps instead of 50 (its one training has ~19 steps); the full
-run uses ``evidence_v2.py``'s method options.
+and token tasks); the affinities are collected every 50 steps, or 4 times over a short training, as in
+``evidence_v2.py``.
 
 Writes benchmarks/results/evidence_v2_suite[_quick].json (and the progress file above); caches live under
 benchmarks/results/evidence/evidence_v2_suite_<mode>[_quick]/ (ignored by git, never committed).
@@ -168,12 +168,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods = [m for m in METHODS if m in available_methods()]
     fields = v2_fields(mode, trainable_layers=args.trainable_layers, learning_rate=args.learning_rate,
                        batch_size=args.batch_size, epochs=epochs)
+    # lookahead collection as in evidence_v2.py: every 50 steps, or 4 times over a short (--quick) training
+    steps = int(epochs * -(-max_train * len(tasks) // args.batch_size))
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=num_groups, num_tasks=len(tasks),
-                          **fields)
+                          every_k_steps=max(1, min(50, steps // 4)), **fields)
     if args.quick:  # a smoke run: gradients of at most 60 examples (2 labels / tokens each) per task and split
-        config.method_options["grad_estimate"] = {"max_examples": 60, "max_units_per_example": 2}
-        for method in ("tag", "transfer_gain", "clustering"):  # ~19 optimizer steps: collect every 5, not 50
-            config.method_options[method]["every_k_steps"] = 5
+        config.method_options["grad_estimate"].update(max_examples=60, max_units_per_example=2)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)

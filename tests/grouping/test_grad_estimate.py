@@ -319,3 +319,16 @@ def test_shared_parameters_exclude_the_heads():
     model = tiny_model(tiny_suite(("classification",)), trunk=[4])
     names = [n for n, _ in shared_trainable_parameters(model)]
     assert "trunk.0.weight" in names and not any(n.startswith("heads.") for n in names)
+
+
+def test_projector_warns_when_the_matrix_is_not_cached(caplog):
+    import logging
+
+    from hf_taskgroup.grouping.methods.grad_estimate import GaussianProjector
+
+    with caplog.at_level(logging.WARNING, logger="hf_taskgroup.grouping.methods.grad_estimate"):
+        cached = GaussianProjector(1000, 8, cache_mb=1.0)  # 32 KB: cached, silent
+        assert cached.cache and not caplog.records
+        uncached = GaussianProjector(1000, 8, cache_mb=0.01)  # 10 KB cap: regenerated per buffer
+    assert not uncached.cache
+    assert len(caplog.records) == 1 and "projection_cache_mb" in caplog.records[0].getMessage()

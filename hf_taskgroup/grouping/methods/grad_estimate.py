@@ -169,6 +169,12 @@ class GaussianProjector:
         self.num_blocks = -(-self.num_params // self.chunk_size)
         self.cache = self.num_params * self.dim * 4 <= cache_mb * 2**20
         self._blocks: dict[int, Any] = {}
+        if not self.cache:
+            logger.warning(
+                "grad_estimate: the projection matrix (%d parameters x %d = %.0f MB) is above projection_cache_mb "
+                "(%.0f MB), so it is regenerated for every buffer of gradients, which is slow; raise "
+                "projection_cache_mb (--method_options '{\"grad_estimate\": {\"projection_cache_mb\": ...}}') "
+                "if memory allows", self.num_params, self.dim, self.num_params * self.dim * 4 / 2**20, cache_mb)
 
     @property
     def block_bytes(self) -> int:
