@@ -359,3 +359,19 @@ def test_affinity_result_json_round_trip_keeps_nan(tmp_path):
     r.to_json(tmp_path / "r.json")
     back = AffinityResult.from_json(tmp_path / "r.json")
     assert np.isnan(back.matrix[0, 1]) and back.matrix[1, 0] == 0.5 and back.forward_backward_passes == {"forward": 3}
+
+
+@pytest.mark.parametrize("kind", ["transfer_gain", "tag"])
+def test_collect_affinity_in_partial_mode(tmp_path, kind, monkeypatch):
+    """``partial`` mode trains on cached token states (a torch dataset of rows, not a datasets.Dataset): the
+    lookahead probes read their batches from it and the collection measures every task pair."""
+    from hf_taskgroup.training import features
+
+    monkeypatch.setattr(features, "_DEFAULT_CACHE", features.FeatureCache())  # token states of this test only
+    settings = TrainSettings(finetune="partial", trainable_layers=1, pooling="mean", trunk_hidden_sizes=[8],
+                             num_train_epochs=1, per_device_train_batch_size=8, learning_rate=0.05, seed=0)
+    result = collect_affinity(SUITE, None, settings, kind=kind, every_k_steps=2, probe_batch_size=8,
+                              tokenizer=TOKENIZER, model=_model(shared_frozen_heads=False))
+    n = len(SUITE.task_names)
+    assert result.steps_collected >= 2 and result.matrix.shape == (n, n)
+    assert np.isfinite(result.matrix).all() and np.abs(result.matrix).sum() > 0

@@ -344,9 +344,10 @@ class AffinityCollector(TrainerCallback):
         ds = self._datasets[task]
         size = self.probe_batch_size or int(getattr(self._args, "per_device_train_batch_size", 8))
         rows = [int(r) for r in rng.choice(len(ds), size=min(size, len(ds)), replace=False)]
-        # one batched read (much faster than row by row for nested feature lists): a datasets.Dataset and partial
-        # mode's TokenStatesDataset both answer __getitems__ with one dict per row
-        batch = self._collator(list(ds.__getitems__(rows)))
+        # one batched read (datasets.Dataset: much faster than row by row for nested feature lists; partial mode's
+        # TokenStatesDataset: rows of cached token states, which take only integer indices)
+        examples = ds.__getitems__(rows) if hasattr(ds, "__getitems__") else [ds[r] for r in rows]
+        batch = self._collator(examples)
         device = next(self._model.parameters()).device
         return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
