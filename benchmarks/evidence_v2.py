@@ -72,8 +72,6 @@ from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 from hf_taskgroup.training.train import TrainSettings  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json  # noqa: E402
 
-STAGES = ("oracle", "methods", "recommend", "lowres")
-
 
 def choose_mode(requested: str | None) -> tuple[str, str]:
     """The fine-tuning mode to run and a sentence saying why."""
