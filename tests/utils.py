@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -188,3 +189,24 @@ def write_cli_suite(root, name: str = "cli-suite"):
     suite_path = root / "suite.yaml"
     suite_path.write_text(yaml.safe_dump({"name": name, "tasks": tasks}))
     return suite_path, model_dir
+
+
+def truncate_half(path) -> None:
+    """Damage a cache file: cut it to half its size."""
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def flip_digit_after(key: str):
+    """A damage function for JSON cache files: change the first non-zero digit after ``"key"`` (still valid JSON,
+    same size, another number), so only a checksum can tell."""
+
+    def flip(path) -> None:
+        data = bytearray(path.read_bytes())
+        i = data.index(f'"{key}"'.encode())
+        i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")
+        data[i] = ord("7") if data[i] != ord("7") else ord("3")
+        path.write_bytes(bytes(data))
+        json.loads(path.read_text())  # the damage leaves valid JSON
+
+    return flip

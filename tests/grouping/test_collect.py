@@ -21,7 +21,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from utils import tiny_model, tiny_tokenizer
+from utils import flip_digit_after, tiny_model, tiny_tokenizer, truncate_half
 
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
 from hf_taskgroup.grouping.evaluators.affinity_collection import (
@@ -292,20 +292,12 @@ def _collect(out, tokenizer=TOKENIZER):
                             model=_model(), output_path=out)
 
 
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size // 2)
 
 
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    i = data.index(b'"matrix"')
-    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")
-    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON: another affinity
-    path.write_bytes(bytes(data))
+_flip = flip_digit_after("matrix")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "flipped-digit"])
+@pytest.mark.parametrize("damage", [truncate_half, _flip], ids=["truncated", "flipped-digit"])
 def test_corrupt_affinity_file_is_named_and_collected_again(tmp_path, count_collections, damage):
     from hf_taskgroup.artifacts import ArtifactWarning
 

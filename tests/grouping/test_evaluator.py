@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from utils import flip_digit_after, truncate_half
 
 from hf_taskgroup.grouping.evaluators.base import (
     CachedEvaluator,
@@ -82,21 +83,12 @@ def test_key_ignores_task_order_and_settings_key_order():
     assert group_key(["a", "b"], {}, 0) != group_key(["a", "b", "c"], {}, 0)
 
 
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size // 2)
 
 
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    i = data.index(b'"loss":')
-    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")  # a digit of a loss
-    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON, another number, same size
-    path.write_bytes(bytes(data))
-    json.loads(path.read_text())
+_flip = flip_digit_after("loss")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip, lambda p: p.write_text("{not json")],
+@pytest.mark.parametrize("damage", [truncate_half, _flip, lambda p: p.write_text("{not json")],
                          ids=["truncated", "flipped-digit", "unparsable"])
 def test_corrupt_cache_entry_is_named_in_one_warning_discarded_and_trained_again(tmp_path, damage):
     from hf_taskgroup.artifacts import ArtifactWarning

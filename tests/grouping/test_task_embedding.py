@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from utils import classification_dataset, dataset_dict, ner_rows, regression_rows, tiny_model, tiny_tokenizer
+from utils import (
+    classification_dataset,
+    dataset_dict,
+    flip_digit_after,
+    ner_rows,
+    regression_rows,
+    tiny_model,
+    tiny_tokenizer,
+    truncate_half,
+)
 
 from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
 from hf_taskgroup.grouping.methods.task_embedding import (
@@ -85,20 +94,12 @@ def _embed(cache_dir, **kwargs):
     return compute_task_embeddings(SUITE, ["emb_a"], SETTINGS, cache_dir=cache_dir, **kwargs)[0]["emb_a"]
 
 
-def _truncate(path):
-    with open(path, "r+b") as f:
-        f.truncate(path.stat().st_size // 2)
 
 
-def _flip(path):
-    data = bytearray(path.read_bytes())
-    i = data.index(b'"embedding"')
-    i = next(j for j in range(i, len(data)) if chr(data[j]) in "123456789")
-    data[i] = ord("7") if data[i] != ord("7") else ord("3")  # still valid JSON: another number
-    path.write_bytes(bytes(data))
+_flip = flip_digit_after("embedding")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "flipped-digit"])
+@pytest.mark.parametrize("damage", [truncate_half, _flip], ids=["truncated", "flipped-digit"])
 def test_corrupt_embedding_entry_is_named_and_computed_again(tmp_path, count_trainings, damage):
     from hf_taskgroup.artifacts import ArtifactWarning
 
