@@ -22,12 +22,16 @@ The stages run in this order, each resumable, so a run that is stopped anywhere 
 4. ``lowres``: single-task, all-in-one, the recommendation's groups, the best methods' groups and the oracle
    partition trained again at ``--low-resource`` rows per task (same seeds and settings otherwise).
 
-``--stage oracle`` stops after the oracle (the other stages need it). Settings (see docs/benchmarks.md for why):
+``--stage oracle`` stops after the oracle (the other stages need it). ``--shard I/N`` splits the oracle over
+``N`` worker processes that share the ledger (on 2 cores, two single-threaded workers train about twice as
+fast as one two-threaded process); each stops after its share, and a last run without ``--shard`` goes on. Settings (see docs/benchmarks.md for why):
 ``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 4 epochs at 3e-4, batch 16; the
 low-resource cap is 100 rows.
 
     python benchmarks/evidence_v2.py --quick     # 4 tasks, 100 train rows, 2 epochs, oracle 1 seed (a smoke run)
     python benchmarks/evidence_v2.py             # 6 tasks x 63 subsets x 3 seeds (about 4 hours on 2 idle cores)
+    OMP_NUM_THREADS=1 python benchmarks/evidence_v2.py --shard 0/2 &   # the oracle on two workers,
+    OMP_NUM_THREADS=1 python benchmarks/evidence_v2.py --shard 1/2     # then the line above
 
 Writes benchmarks/results/evidence_v2[_quick].json (and the ledger and progress files above).
 """
@@ -88,31 +92,99 @@ class Ledger:
     """The results of finished trainings, one JSON file committed with the study, so a fresh clone resumes.
 
     Keyed by a hash of (training settings, seed, group, each member's data fingerprint); written atomically
-    after every training, so an interruption loses at most the training under way.
+    after every training, so an interruption loses at most the training under way. Several worker processes
+    (``--shard``) may share one ledger: every write merges the file's entries under a lock first.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            try:
-                self.entries = dict(json.loads(path.read_text(encoding="utf-8"))["entries"])
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                print(f"WARNING: ignoring unreadable ledger {path} ({err})", flush=True)
+        self.refresh()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        try:
+            return dict(json.loads(self.path.read_text(encoding="utf-8"))["entries"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"WARNING: ignoring unreadable ledger {self.path} ({err})", flush=True)
+            return {}
+
+    def refresh(self) -> None:
+        """Merge in the entries other workers have written since."""
+        self.entries.update(self._read())
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        self.entries[key] = entry
-        atomic_write_json(self.path, {"study": "evidence_v2", "entries": self.entries})
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.refresh()
+            self.entries[key] = entry
+            atomic_write_json(self.path, {"study": "evidence_v2", "entries": self.entries})
+
+
+def training_key(settings: dict[str, Any], seed: int, group: Sequence[str], data: dict[str, str]) -> str:
+    """The ledger key of one training."""
+    return stable_hash({"settings": settings, "seed": seed, "group": sorted(group),
+                        "data": {t: data[t] for t in sorted(group)}})
+
+
+def ledger_table(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], seeds: Sequence[int],
+                 config: Any) -> tuple[dict[tuple[str, ...], dict[str, list[float | None]]], float, int, int]:
+    """What every worker has put in the ledger so far: ``{group: {task: [test metric or None per seed]}}``, the
+    summed training seconds, the number of trainings done and the number of leading seeds that are complete."""
+    from hf_taskgroup.artifacts import data_fingerprint
+
+    ledger.refresh()
+    tasks = sorted({t for g in groups for t in g})
+    data = {t: data_fingerprint(suite[t]) for t in tasks}
+    metric = {t: primary_metric(suite[t].type) for t in tasks}
+    table: dict[tuple[str, ...], dict[str, list[float | None]]] = {}
+    seconds, done, complete, prefix = 0.0, 0, 0, True
+    for seed in seeds:
+        settings = config.train_settings(seed).to_dict()
+        whole = True
+        for group in groups:
+            group = tuple(sorted(group))
+            entry = ledger.get(training_key(settings, seed, group, data))
+            whole = whole and entry is not None
+            if entry is not None:
+                seconds += float(entry["seconds"])
+                done += 1
+            for t in group:
+                value = None if entry is None else entry["results"][t][f"test_{metric[t]}"]
+                table.setdefault(group, {}).setdefault(t, []).append(value)
+        prefix = prefix and whole
+        complete += int(prefix)
+    return table, seconds, done, complete
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --shard must look like I/N (e.g. 0/2), got {text!r}") from None
+    if not 0 <= index < count:
+        raise SystemExit(f"error: --shard {text}: need 0 <= I < N")
+    return index, count
 
 
 def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[int], config: Any, cache: Path,
-                 tokenizer: Any, ledger: Ledger, *, label: str,
-                 on_result: Any = None) -> tuple[dict[tuple[str, ...], dict[str, list[float]]], float]:
+                 tokenizer: Any, ledger: Ledger, *, label: str, on_result: Any = None,
+                 shard: tuple[int, int] | None = None) -> tuple[dict[tuple[str, ...], dict[str, list[float]]], float]:
     """Train every group for every seed (evaluator cache, then ledger, then a real training); return
-    ``{group: {task: [test metric per seed]}}`` and the summed training seconds."""
+    ``{group: {task: [test metric per seed]}}`` and the summed training seconds.
+
+    With ``shard=(I, N)`` this worker trains only the trainings whose position (seeds outer, groups inner) is
+    ``I`` modulo ``N``; the others count only if another worker has already put them in the ledger."""
     from hf_taskgroup.artifacts import data_fingerprint
 
     tasks = sorted({t for g in groups for t in g})
@@ -122,14 +194,21 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
     seconds = 0.0
     total = len(groups) * len(seeds)
     done = 0
+    position = -1
     for seed in seeds:
         settings = config.train_settings(seed)
         ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer)
         for group in groups:
+            position += 1
             group = tuple(sorted(group))
-            key = stable_hash({"settings": settings.to_dict(), "seed": seed, "group": list(group),
-                               "data": {t: data[t] for t in group}})
+            key = training_key(settings.to_dict(), seed, group, data)
             entry = ledger.get(key)
+            if shard is not None and position % shard[1] != shard[0]:
+                if entry is None:
+                    ledger.refresh()
+                    entry = ledger.get(key)
+                if entry is None and not ev.is_cached(group):
+                    continue  # another worker's training, not finished yet
             if not ev.is_cached(group) and entry is not None:
                 ev._store(group, entry["results"], float(entry["seconds"]))  # resume from the committed ledger
             result = ev(list(group))
@@ -179,7 +258,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=V2_BATCH_SIZE)
     parser.add_argument("--num-groups", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="train only oracle trainings I, I+N, I+2N, ... and stop (run N workers, then once "
+                             "without --shard; they share the ledger)")
     args = parser.parse_args(argv)
+    shard = parse_shard(args.shard)
     mode, why = choose_mode(args.finetune)
     print(why, flush=True)
     tasks = QUICK_TASKS if args.quick else TASKS
@@ -214,8 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # 1) the oracle: every subset, every seed (evaluator cache + committed ledger)
     def progress(seed: int, group: tuple[str, ...], table: Any, seconds: float, done: int, total: int) -> None:
-        complete = sum(1 for s in range(len(seeds)) if all(len(table.get(tuple(g), {}).get(g[0], [])) > s
-                                                            for g in groups))
+        table, seconds, done, complete = ledger_table(ledger, suite, groups, seeds, config)  # every worker's
         atomic_write_json(progress_path, {
             "study": "evidence_v2", "stage": "oracle", "finetune": mode, "tasks": tasks, "max_train": max_train,
             "seeds": seeds, "settings": settings, "trainings_done": done, "trainings_total": total,
@@ -225,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         })
 
     table, oracle_seconds = train_groups(suite, groups, seeds, config, out / "pipeline" / "cache" / "evaluator",
-                                         pipe._tok(), ledger, label="oracle", on_result=progress)
-    if args.stage == "oracle":
+                                         pipe._tok(), ledger, label="oracle", on_result=progress, shard=shard)
+    if args.stage == "oracle" or shard is not None:
         print(f"oracle done: {len(groups)} subsets x {len(seeds)} seeds, {oracle_seconds:.0f} s of training")
         return
     metric = {t: primary_metric(suite[t].type) for t in tasks}
