@@ -164,6 +164,37 @@ def ledger_table(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], se
     return table, seconds, done, complete
 
 
+def rekey_ledger(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], seeds: Sequence[int],
+                 config: Any) -> int:
+    """Give ledger entries of this study's (seed, group) pairs the keys of the current fingerprints; return how
+    many were re-keyed.
+
+    For a change of how keys are computed (not of the data or settings): an entry that records its settings
+    is taken only when they equal this run's; older entries without them are taken on the caller's word,
+    which ``--rekey-ledger`` gives. Trainings are deterministic here (retrained entries matched their ledger
+    values to 1e-6), so an entry of the same settings, seed and group is the same result.
+    """
+    from hf_taskgroup.artifacts import data_fingerprint
+
+    ledger.refresh()
+    tasks = sorted({t for g in groups for t in g})
+    data = {t: data_fingerprint(suite[t]) for t in tasks}
+    wanted = {(seed, tuple(sorted(g))) for seed in seeds for g in groups}
+    moved = 0
+    for old_key, entry in list(ledger.entries.items()):
+        pair = (entry["seed"], tuple(sorted(entry["group"])))
+        if pair not in wanted:
+            continue
+        settings = config.train_settings(entry["seed"]).to_dict()
+        if entry.get("settings", settings) != settings:
+            continue
+        key = training_key(settings, entry["seed"], entry["group"], data)
+        if key != old_key and ledger.get(key) is None:
+            ledger.put(key, {**entry, "settings": settings, "data": {t: data[t] for t in pair[1]}})
+            moved += 1
+    return moved
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None stays None."""
     if text is None:
@@ -214,7 +245,8 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
             result = ev(list(group))
             secs = float(ev.training_seconds(group) or 0.0)
             if entry is None:
-                ledger.put(key, {"seed": seed, "group": list(group), "seconds": secs, "results": result})
+                ledger.put(key, {"seed": seed, "group": list(group), "seconds": secs, "results": result,
+                                 "settings": settings.to_dict(), "data": {t: data[t] for t in group}})
             seconds += secs
             for t in group:
                 table.setdefault(group, {}).setdefault(t, []).append(result[t][f"test_{metric[t]}"])
@@ -261,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="train only oracle trainings I, I+N, I+2N, ... and stop (run N workers, then once "
                              "without --shard; they share the ledger)")
+    parser.add_argument("--rekey-ledger", action="store_true",
+                        help="first give ledger entries of the same settings, seed and group the keys of the current "
+                             "data fingerprints (after a change of how fingerprints are computed), then go on")
     args = parser.parse_args(argv)
     shard = parse_shard(args.shard)
     mode, why = choose_mode(args.finetune)
@@ -294,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipe = Pipeline(config, suite=suite)
     settings = config.train_settings(seeds[0]).to_dict()
     groups = list(subsets(tasks))
+
+    if args.rekey_ledger:
+        print(f"re-keyed {rekey_ledger(ledger, suite, groups, seeds, config)} ledger entries", flush=True)
 
     # 1) the oracle: every subset, every seed (evaluator cache + committed ledger)
     def progress(seed: int, group: tuple[str, ...], table: Any, seconds: float, done: int, total: int) -> None:

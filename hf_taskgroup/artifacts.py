@@ -60,6 +60,7 @@ __all__ = [
     "canonical_json",
     "check_model_path",
     "data_fingerprint",
+    "dataset_content_hash",
     "file_sha256",
     "load_verified",
     "model_fingerprint",
@@ -201,8 +202,9 @@ def data_fingerprint(spec: Any) -> str:
     """A fingerprint of what a :class:`~hf_taskgroup.data.tasks.TaskSpec` reads: its data and the spec fields.
 
     Local files are hashed byte for byte (so editing ``train.jsonl`` changes it, and moving the folder does
-    not); in-memory and Hub data use the ``datasets`` fingerprint of each loaded split. The name and
-    description do not count.
+    not); in-memory and Hub data hash the rows of each loaded split (:func:`dataset_content_hash`), so the
+    same rows give the same fingerprint in every process and on every machine. The name and description do
+    not count.
 
     Example::
 
@@ -217,9 +219,45 @@ def data_fingerprint(spec: Any) -> str:
             files[split] = [(Path(p).suffix.lower(), file_sha256(p) if Path(p).is_file() else None) for p in paths]
         identity["files"] = files
     else:
-        identity["splits_fingerprints"] = {split: getattr(ds, "_fingerprint", None)
-                                           for split, ds in sorted(spec.load().items())}
+        identity["splits_content"] = {split: dataset_content_hash(ds) for split, ds in sorted(spec.load().items())}
     return stable_hash(identity)
+
+
+_CONTENT_HASHES: dict[str, str] = {}  # datasets' in-process fingerprint -> content hash (hashing is done once)
+
+
+def dataset_content_hash(dataset: Any) -> str:
+    """sha256 (16 hex digits) of the rows a ``datasets.Dataset`` exposes, in order, with its features.
+
+    Unlike ``Dataset._fingerprint``, which for file-backed data follows the files' paths and metadata (a
+    datasets cache rebuilt, or the same files at another path, gives another one), this depends on content
+    only: the same rows give the same hash in every process and on every machine, and any changed row, order
+    or column gives another. ``select``/``shuffle`` views hash the rows they select. Objects without Arrow
+    data (a plain list) are hashed through JSON.
+    """
+    key = getattr(dataset, "_fingerprint", None)
+    if key is not None and key in _CONTENT_HASHES:
+        return _CONTENT_HASHES[key]
+    digest = hashlib.sha256()
+    if hasattr(dataset, "data") and hasattr(dataset, "features"):
+        import pyarrow as pa
+
+        digest.update(json.dumps(dataset.features.to_dict(), sort_keys=True, default=str).encode("utf-8"))
+        table = getattr(dataset.data, "table", dataset.data)
+        indices = getattr(dataset, "_indices", None)
+        if indices is not None:
+            table = table.take(indices.column(0))
+        table = table.combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(sink.getvalue().to_pybytes())
+    else:
+        digest.update(json.dumps(list(dataset), sort_keys=True, default=str).encode("utf-8"))
+    value = digest.hexdigest()[:16]
+    if key is not None:
+        _CONTENT_HASHES[key] = value
+    return value
 
 
 def model_fingerprint(model_name_or_path: str | os.PathLike[str] | None, revision: str | None = None) -> str:

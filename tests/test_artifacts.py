@@ -147,6 +147,36 @@ def test_data_fingerprint_follows_file_content_not_location(tmp_path):
     assert data_fingerprint(TaskSpec(name="t", label_column="y", data_files=a.data_files)) != data_fingerprint(a)
 
 
+def test_in_memory_data_fingerprint_follows_rows_not_the_datasets_fingerprint(tmp_path):
+    """A subsample of file-backed data (what the studies train on) must fingerprint by its rows: the same
+    rows loaded from a copy of the file at another path (another ``datasets`` fingerprint) give the same
+    fingerprint; another subsample, another order or an edited row give another."""
+    from datasets import Dataset, load_dataset
+
+    rows = [{"text": f"row {i}", "label": "ab"[i % 2]} for i in range(40)]
+    for d in ("one", "two"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def subsample(folder: str, seed: int = 0, n: int = 10) -> TaskSpec:
+        train = load_dataset("json", data_files=str(tmp_path / folder / "train.jsonl"), split="train",
+                             cache_dir=str(tmp_path / f"cache_{folder}"))
+        return TaskSpec(name="t", data={"train": train.shuffle(seed=seed).select(range(n))})
+
+    a, b = subsample("one"), subsample("two")
+    assert a.load()["train"]._fingerprint != b.load()["train"]._fingerprint  # datasets' own id differs ...
+    assert data_fingerprint(a) == data_fingerprint(b)  # ... the rows do not
+    assert data_fingerprint(subsample("one", seed=1)) != data_fingerprint(a)
+    assert data_fingerprint(subsample("one", n=11)) != data_fingerprint(a)
+    same_rows = a.load()["train"].to_list()
+    assert data_fingerprint(TaskSpec(name="t", data={"train": Dataset.from_list(same_rows)})) == data_fingerprint(a)
+    edited = [dict(r) for r in same_rows]
+    edited[3]["text"] += "!"
+    assert data_fingerprint(TaskSpec(name="t", data={"train": Dataset.from_list(edited)})) != data_fingerprint(a)
+    reordered = same_rows[1:] + same_rows[:1]
+    assert data_fingerprint(TaskSpec(name="t", data={"train": Dataset.from_list(reordered)})) != data_fingerprint(a)
+
+
 def test_model_and_tokenizer_fingerprints(tmp_path):
     from utils import tiny_tokenizer
 

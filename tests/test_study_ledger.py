@@ -50,3 +50,41 @@ def test_bad_shard_is_one_clear_error(evidence_v2, text):
 def test_shard_parses(evidence_v2):
     assert evidence_v2.parse_shard("1/3") == (1, 3)
     assert evidence_v2.parse_shard(None) is None
+
+
+class _Settings:
+    def __init__(self, seed: int, lr: float) -> None:
+        self.seed, self.lr = seed, lr
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "learning_rate": self.lr}
+
+
+class _Config:
+    def __init__(self, lr: float = 3e-4) -> None:
+        self.lr = lr
+
+    def train_settings(self, seed: int) -> _Settings:
+        return _Settings(seed, self.lr)
+
+
+def test_rekey_moves_entries_of_the_same_settings_only(tmp_path, evidence_v2):
+    from datasets import Dataset
+
+    from hf_taskgroup.artifacts import data_fingerprint
+    from hf_taskgroup.data.tasks import TaskSpec
+
+    suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
+    ledger = evidence_v2.Ledger(tmp_path / "ledger.json")
+    ledger.put("old-untagged", {"seed": 0, "group": ["a", "b"], "seconds": 1.0, "results": {}})
+    ledger.put("old-other-lr", {"seed": 0, "group": ["a"], "seconds": 1.0, "results": {},
+                                "settings": _Settings(0, 1e-3).to_dict()})
+    ledger.put("old-other-seed", {"seed": 5, "group": ["b"], "seconds": 1.0, "results": {}})
+    groups, config = [("a",), ("b",), ("a", "b")], _Config()
+    assert evidence_v2.rekey_ledger(ledger, suite, groups, [0], config) == 1
+    data = {t: data_fingerprint(suite[t]) for t in "ab"}
+    moved = ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("a", "b"), data))
+    assert moved is not None and moved["settings"] == config.train_settings(0).to_dict()
+    assert ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("a",), data)) is None
+    # a second pass has nothing left to move
+    assert evidence_v2.rekey_ledger(evidence_v2.Ledger(tmp_path / "ledger.json"), suite, groups, [0], config) == 0

@@ -30,7 +30,7 @@ ModelFactory = Callable[[dict[str, Any]], Any]  # model_factory(task_infos) -> M
 
 def suite_fingerprint(suite: Any, tasks: Sequence[str] | None = None) -> dict[str, Any]:
     """A JSON-able identity of a suite's tasks: their specs, their data content
-    (:func:`~hf_taskgroup.artifacts.data_fingerprint`), plus split fingerprints for in-memory data.
+    (:func:`~hf_taskgroup.artifacts.data_fingerprint`: file bytes, or the rows of in-memory data).
 
     >>> from hf_taskgroup.data.tasks import TaskSpec, TaskSuite
     >>> suite_fingerprint(TaskSuite([TaskSpec(name="a", data_files={"train": "a.jsonl"})], name="s"))["name"]
@@ -41,10 +41,7 @@ def suite_fingerprint(suite: Any, tasks: Sequence[str] | None = None) -> dict[st
     for name in names:
         spec = suite[name]
         entry = spec.to_dict()
-        if getattr(spec, "data", None) is not None:
-            data = spec.load()
-            entry["data_fingerprints"] = {split: getattr(ds, "_fingerprint", None) for split, ds in data.items()}
-        entry["data_content"] = data_fingerprint(spec)  # the files' bytes: an edited file is a new suite
+        entry["data_content"] = data_fingerprint(spec)  # file bytes or rows: edited data is a new suite
         specs[name] = entry
     return {"name": suite.name, "tasks": specs}
 
