@@ -189,20 +189,29 @@ def v2_progress_table(d: dict[str, Any]) -> str:
     everything = "+".join(sorted(d["tasks"]))
     per_task = []
     for t in d["tasks"]:
-        single = table.get(t, {}).get(t)
-        if not single:
+        single = table.get(t, {}).get(t) or []
+        seeds = [i for i, x in enumerate(single) if x is not None]  # a worker may have filled a later seed first
+        if d.get("seeds_complete"):  # compare over the complete seeds only
+            seeds = [i for i in seeds if i < d["seeds_complete"]]
+        if not seeds:
             continue
-        n = len(single)
-        mean_single = sum(single) / n
-        groups = [(g, v[t]) for g, v in table.items() if t in v and len(v[t]) >= n and g != t]
+        n = len(seeds)
+
+        def mean(values: list[float | None]) -> float:
+            return sum(values[i] for i in seeds) / n  # type: ignore[misc]
+
+        mean_single = mean(single)
+        groups = [(g, v[t]) for g, v in table.items()
+                  if t in v and g != t and all(i < len(v[t]) and v[t][i] is not None for i in seeds)]
         if not groups:
             continue
-        best = max(groups, key=lambda x: sum(x[1][:n]) / n)
-        worst = min(groups, key=lambda x: sum(x[1][:n]) / n)
+        best = max(groups, key=lambda x: mean(x[1]))
+        worst = min(groups, key=lambda x: mean(x[1]))
         aio = table.get(everything, {}).get(t)
-        aio_txt = _f(sum(aio[:n]) / n - mean_single, "+.4f") if aio and len(aio) >= n else "not yet"
-        per_task.append([t, str(n), _f(mean_single), aio_txt, f"{sum(best[1][:n]) / n - mean_single:+.4f} ({best[0]})",
-                         f"{sum(worst[1][:n]) / n - mean_single:+.4f} ({worst[0]})", str(len(groups))])
+        aio_txt = (_f(mean(aio) - mean_single, "+.4f") if aio and all(i < len(aio) and aio[i] is not None for i in seeds)
+                   else "not yet")
+        per_task.append([t, str(n), _f(mean_single), aio_txt, f"{mean(best[1]) - mean_single:+.4f} ({best[0]})",
+                         f"{mean(worst[1]) - mean_single:+.4f} ({worst[0]})", str(len(groups))])
     if per_task:
         lines += ["Per task, over the groups trained so far (gain = group minus single-task, same seeds):", "",
                   markdown_table(["task", "seeds", "single-task", "all-in-one gain", "best group gain",
