@@ -351,9 +351,11 @@ def _git_blob_oid(content: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
-def _remote_conflicts(api: Any, repo_id: str, uploads: Mapping[str, bytes | Path]) -> list[str]:
+def _remote_conflicts(api: Any, repo_id: str, uploads: Mapping[str, bytes | Path],
+                      identical: list[str] | None = None) -> list[str]:
     """Files of the existing repo ``repo_id`` that a push of ``uploads`` (path -> bytes or local file) would change
-    or leave behind (the repo would then mix two models). Empty for a new repo or an identical re-push."""
+    or leave behind (the repo would then mix two models). Empty for a new repo or an identical re-push. The paths
+    of ``uploads`` the repo already holds byte for byte are appended to ``identical`` when it is given."""
     from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
@@ -373,14 +375,18 @@ def _remote_conflicts(api: Any, repo_id: str, uploads: Mapping[str, bytes | Path
         same = (hashlib.sha256(content).hexdigest() == lfs.sha256) if lfs else _git_blob_oid(content) == entry.blob_id
         if not same:
             conflicts.append(entry.path)
+        elif identical is not None:
+            identical.append(entry.path)
     return conflicts
 
 
 def check_group_model_push(model_dir: str | Path, repo_id: str, *, overwrite: bool = False, token: str | None = None,
-                           api: Any = None) -> tuple[dict[str, bytes | Path], list[str]]:
+                           api: Any = None, identical: list[str] | None = None
+                           ) -> tuple[dict[str, bytes | Path], list[str]]:
     """Everything :func:`push_group_model` checks before uploading: the folder is a model, its card is valid, and
     the repo is new, identical, or ``overwrite`` is set. Returns the files to upload (path -> bytes or local file)
-    and the remote files that would be replaced or deleted. Raises one :class:`GroupModelPushError` line otherwise.
+    and the remote files that would be replaced or deleted (the files the repo already holds byte for byte are
+    appended to ``identical`` when given). Raises one :class:`GroupModelPushError` line otherwise.
 
     Example::
 
@@ -406,7 +412,7 @@ def check_group_model_push(model_dir: str | Path, repo_id: str, *, overwrite: bo
     try:
         if card is not None:
             card.validate()
-        conflicts = _remote_conflicts(api or HfApi(token=token), repo_id, uploads)
+        conflicts = _remote_conflicts(api or HfApi(token=token), repo_id, uploads, identical)
     except Exception as err:  # card validation, HTTP, network: one line naming the repo
         raise GroupModelPushError(
             f"Pushing {folder} to the Hub model repo {repo_id!r} failed before uploading anything: "
@@ -437,7 +443,7 @@ def push_group_model(
     ``repo_id`` in the uploaded copy. Checkpoints, hidden files and trainer pickles are not uploaded. A repo that
     already holds different files (another model, or another version of this one) is left alone unless
     ``overwrite=True``, which replaces it (files of the old model that this one lacks are deleted, so the repo never
-    mixes two models); pushing the identical folder again is allowed. Every failure is one
+    mixes two models); pushing the identical folder again makes no commit and returns the repo's head. Every failure is one
     :class:`GroupModelPushError` line naming the repo and the fix; the local folder is never modified.
 
     Example::
@@ -448,7 +454,18 @@ def push_group_model(
 
     folder = Path(model_dir)
     api = HfApi(token=token)
-    uploads, conflicts = check_group_model_push(folder, repo_id, overwrite=overwrite, api=api)
+    identical: list[str] = []
+    uploads, conflicts = check_group_model_push(folder, repo_id, overwrite=overwrite, api=api, identical=identical)
+    if not conflicts and uploads and set(identical) == set(uploads):  # the repo holds this model already
+        try:
+            sha = api.model_info(repo_id).sha
+        except Exception as err:  # HTTP, network: one line naming the repo
+            raise GroupModelPushError(
+                f"Reading the Hub model repo {repo_id!r} failed: {type(err).__name__}: {_one_line(err)}; the local "
+                f"folder is untouched.", repo_id, folder,
+            ) from err
+        logger.info("%s is already on the Hub, unchanged: %s@%s", folder, repo_id, sha)
+        return sha
     rerun = f"push_group_model({str(folder)!r}, {repo_id!r}{', overwrite=True' if overwrite else ''})"
     operations: list[Any] = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=v if isinstance(v, bytes) else str(v))
                              for f, v in uploads.items()]

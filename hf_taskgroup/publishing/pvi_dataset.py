@@ -37,6 +37,8 @@ from datasets import Dataset, DatasetDict, load_dataset
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
+from hf_taskgroup.artifacts import dataset_content_hash, stable_hash
+
 logger = logging.getLogger(__name__)
 
 PVI_COLUMNS = ("pvi", "pvi_h_yx", "pvi_h_yb", "pvi_correct")
@@ -48,6 +50,7 @@ __all__ = [
     "PVI_BIBTEX",
     "PVIConfigExistsError",
     "PVIPushError",
+    "content_fingerprint",
     "load_pvi_artifacts",
     "push_pvi_datasets",
     "render_pvi_dataset_card",
@@ -358,15 +361,17 @@ def _preflight(
     targets: Mapping[str, tuple[str, str]],
     states: Mapping[str, _RemoteRepo],
     overwrite: bool,
+    unchanged: Sequence[str] = (),
 ) -> None:
     """Refuse, before any upload, pushes that would replace PVI values (unless ``overwrite``) or drop columns.
 
-    A config whose columns the card does not list is assumed to hold PVI values.
+    A config whose columns the card does not list is assumed to hold PVI values. Tasks in ``unchanged`` (the
+    repo already holds exactly their local data) are no conflict: they are not pushed again.
     """
     conflicts, dropped = [], []
     for task, (repo, config) in targets.items():
         state = states[repo]
-        if config not in state.splits:
+        if config not in state.splits or task in (unchanged or ()):
             continue
         columns = state.columns.get(config)
         if columns is None or "pvi" in columns:
@@ -391,6 +396,32 @@ def _preflight(
             f"Refusing to push, columns would be dropped: {'; '.join(dropped)}. Nothing was uploaded. Add those "
             "splits to the local PVI data or push to another repo id."
         )
+
+
+def content_fingerprint(dataset: DatasetDict) -> str:
+    """A fingerprint of a task's local PVI data: the rows of every split (recorded in the card, so that pushing
+    the same data again is recognised and skipped)."""
+    return stable_hash({split: dataset_content_hash(ds) for split, ds in sorted(dataset.items())})
+
+
+def _unchanged_tasks(
+    artifacts: Mapping[str, tuple[DatasetDict, dict]],
+    targets: Mapping[str, tuple[str, str]],
+    states: Mapping[str, _RemoteRepo],
+    fingerprints: Mapping[str, str],
+) -> list[str]:
+    """Tasks whose config in the target repo was pushed from exactly this local data (the card's recorded
+    ``content_fingerprint`` matches, and the config still exists with every local split)."""
+    same = []
+    for task, (repo, config) in targets.items():
+        state = states[repo]
+        if state.card is None or config not in state.splits:
+            continue
+        record = (state.card.data.to_dict().get("pvi_annotations") or {}).get(task) or {}
+        if (record.get("config_name") == config and record.get("content_fingerprint") == fingerprints[task]
+                and set(artifacts[task][0]) <= set(state.splits[config])):
+            same.append(task)
+    return same
 
 
 def _rerun_call(
@@ -436,8 +467,10 @@ def push_pvi_datasets(
     ``configs``/``dataset_info`` YAML written by ``datasets`` and records every task in the repo).
     The returned sha is the card commit: ``load_dataset(repo, task, revision=sha)`` reproduces it.
 
-    Raises :class:`PVIConfigExistsError` (before uploading anything) when a target config already has a
-    ``pvi`` column and ``overwrite`` is False, and :class:`PVIPushError` when a push fails part-way.
+    Pushing is idempotent: a task whose config already holds exactly its local data (the card records a
+    ``content_fingerprint`` of the rows) is not pushed again, and its ref is the repo's current head. Raises
+    :class:`PVIConfigExistsError` (before uploading anything) when a target config already has *other*
+    ``pvi`` values and ``overwrite`` is False, and :class:`PVIPushError` when a push fails part-way.
 
     Example:
         >>> push_pvi_datasets("outputs/pvi", "me/glue-pvi", tasks=["sst2", "rte"])
@@ -454,12 +487,20 @@ def push_pvi_datasets(
         states = {
             repo: _remote_state(api, repo, token) for repo in dict.fromkeys(r for r, _ in targets.values())
         }
-        _preflight(artifacts, targets, states, overwrite)
+        fingerprints = {task: content_fingerprint(artifacts[task][0]) for task in order}
+        unchanged = _unchanged_tasks(artifacts, targets, states, fingerprints)
+        _preflight(artifacts, targets, states, overwrite, unchanged)
+        heads = {repo: state.sha for repo, state in states.items()}  # the unchanged tasks' refs: before this push
         for task in order:
             current, data_landed = task, False
             repo, config = targets[task]
             state = states[repo]
+            if task in unchanged:  # the repo holds exactly this data already: nothing to push
+                pushed[task] = f"{repo}@{heads[repo]}"
+                logger.info("PVI data of task %r is already on the Hub, unchanged: %s", task, pushed[task])
+                continue
             dataset, summary = artifacts[task]
+            summary = {**summary, "content_fingerprint": fingerprints[task]}
             api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
             dataset = _with_remote_splits(dataset, state, config, token)
             dataset.push_to_hub(

@@ -161,15 +161,31 @@ def test_two_tasks_give_two_configs_and_card_yaml_records_them(local_hub, hub_re
     assert "hf_local_test_token" not in readme and "hf_local_test_token" not in caplog.text
 
 
-def test_pushing_twice_without_overwrite_refuses_before_uploading(local_hub, hub_repo_id, pvi_dir):
+def test_pushing_changed_values_without_overwrite_refuses_before_uploading(local_hub, hub_repo_id, pvi_dir):
     push_pvi_datasets(pvi_dir, hub_repo_id, tasks=["sst2"])
     commits = local_hub.commits(hub_repo_id, "dataset")
+    write_task(pvi_dir, "sst2", {"train": _split(6, offset=5.0)})  # other PVI values for the same config
     write_task(pvi_dir, "cola", {"train": _split(2)})  # a new task in the same call is not pushed either
     with pytest.raises(PVIConfigExistsError) as info:
         push_pvi_datasets(pvi_dir, hub_repo_id, tasks=["cola", "sst2"])
     message = str(info.value)
     assert hub_repo_id in message and "'sst2'" in message and "overwrite=True" in message
     assert local_hub.commits(hub_repo_id, "dataset") == commits
+
+
+def test_pushing_the_same_data_again_is_a_no_op(local_hub, hub_repo_id, pvi_dir):
+    """A re-run (e.g. ``hf-taskgroup run --push_to_hub`` twice) needs no ``--overwrite`` for unchanged PVI data:
+    nothing is uploaded, the refs are the repo's head, and a new task in the same call is still pushed."""
+    first = push_pvi_datasets(pvi_dir, hub_repo_id, tasks=["sst2"])
+    commits = local_hub.commits(hub_repo_id, "dataset")
+    assert push_pvi_datasets(pvi_dir, hub_repo_id, tasks=["sst2"]) == first
+    assert local_hub.commits(hub_repo_id, "dataset") == commits
+    write_task(pvi_dir, "cola", {"train": _split(2)})
+    again = push_pvi_datasets(pvi_dir, hub_repo_id, tasks=["cola", "sst2"])
+    assert again["sst2"] == first["sst2"] and again["cola"] != first["sst2"]
+    assert sorted(get_dataset_config_names(hub_repo_id)) == ["cola", "sst2"]
+    records = _card_yaml(local_hub, hub_repo_id)["pvi_annotations"]
+    assert records["sst2"]["content_fingerprint"] != records["cola"]["content_fingerprint"]
 
 
 def test_pushing_another_task_keeps_existing_configs(local_hub, hub_repo_id, pvi_dir):

@@ -12,7 +12,6 @@ from utils import tiny_bert_config, tiny_suite, tiny_tokenizer
 
 from hf_taskgroup.pipeline import Pipeline, PipelineConfig
 from hf_taskgroup.publishing.models import ENCODER_SHARD
-from hf_taskgroup.publishing.pvi_dataset import PVIConfigExistsError
 from hf_taskgroup.training.modeling import MultiTaskConfig, MultiTaskModel
 
 
@@ -63,12 +62,12 @@ def test_pipeline_shares_the_encoder_refuses_overwrites_and_trains_a_new_publish
     dcard = DatasetCard.load(f"{hub_repo_id}-pvi", repo_type="dataset").data.to_dict()
     assert dcard["license"] == "mit" and dcard["task_categories"] == ["text-classification"]
 
-    # 6. the PVI data are on the Hub already: a second push is refused before uploading anything ...
+    # 6. the same run pushed again needs no --overwrite: the PVI data and the models are on the Hub already,
+    # unchanged, so nothing is uploaded (other PVI values are refused: tests/publishing/test_hub.py) ...
     commits = {repo: len(local_hub.commits(repo, kind)) for repo, kind in
                ((f"{hub_repo_id}-pvi", "dataset"), (f"{hub_repo_id}-group0", "model"))}
-    again = _pipeline(tmp_path, push_to_hub=True, hub_prefix=hub_repo_id)
-    with pytest.raises(PVIConfigExistsError, match=r"overwrite=True \(--overwrite\)"):
-        again.run()
+    again = _pipeline(tmp_path, push_to_hub=True, hub_prefix=hub_repo_id).run()
+    assert again.published["pvi dataset"] == result.published["pvi dataset"]
     assert {repo: len(local_hub.commits(repo, kind)) for repo, kind in
             ((f"{hub_repo_id}-pvi", "dataset"), (f"{hub_repo_id}-group0", "model"))} == commits
     # ... and goes through with overwrite
