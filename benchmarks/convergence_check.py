@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--more-epochs", type=float, nargs="+", default=None, help="longer budgets (default 8; quick 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 (quick: 0)")
     parser.add_argument("--max-train", type=int, default=None, help="training rows per task (default 300; quick 60)")
+    parser.add_argument("--learning-rate", type=float, default=V2_LEARNING_RATE, help="default: the study's (3e-4)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser.add_argument("--result-name", default=None, help="default convergence_check[_quick]")
     args = parser.parse_args(argv)
     tasks = QUICK_TASKS[:2] if args.quick else TASKS
     epochs = args.epochs or (1.0 if args.quick else V2_EPOCHS)
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     scores: dict[str, dict[str, dict[str, list[float]]]] = {t: {} for t in tasks}
     seconds = 0.0
     for budget in budgets:
-        fields = v2_fields("partial", trainable_layers=V2_TRAINABLE_LAYERS, learning_rate=V2_LEARNING_RATE,
+        fields = v2_fields("partial", trainable_layers=V2_TRAINABLE_LAYERS, learning_rate=args.learning_rate,
                            batch_size=V2_BATCH_SIZE, epochs=budget)
         config = study_config(out / "pipeline", ["all_in_one"], seeds, budget, num_groups=None,
                               num_tasks=len(tasks), **fields)
@@ -101,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                       "per_seed": scores[task]}
     payload = {"study": "convergence_check", "tasks": tasks, "seeds": seeds, "epochs": epochs, "budgets": budgets,
                "max_train": max_train, "tolerance": args.tolerance, "finetune": "partial",
-               "trainable_layers": V2_TRAINABLE_LAYERS, "learning_rate": V2_LEARNING_RATE, "batch_size": V2_BATCH_SIZE,
+               "trainable_layers": V2_TRAINABLE_LAYERS, "learning_rate": args.learning_rate, "batch_size": V2_BATCH_SIZE,
                "rows": rows, "train_seconds": seconds, "wall_seconds": time.perf_counter() - start,
                "environment": environment()}
-    path = write_results("convergence_check_quick" if args.quick else "convergence_check", payload)
+    path = write_results(args.result_name or ("convergence_check_quick" if args.quick else "convergence_check"), payload)
     print(f"\nsingle-task validation score, mean of seeds {seeds}: {base} epochs against "
           f"{', '.join(f'{b:g}' for b in budgets[1:])}")
     for task, r in rows.items():
