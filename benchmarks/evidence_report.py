@@ -303,6 +303,43 @@ def v2_suite_table(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def partial_scores_table(d: dict[str, Any]) -> str:
+    """``partial`` against ``full``: single-task and all-in-one test scores per mode (``partial_mode.json``, plus the
+    modes of any ``partial_mode_k<k>.json`` run beside it with ``--result-name``)."""
+    summary, scores = dict(d["summary"]), dict(d["scores"])
+    for extra in sorted(RESULTS_DIR.glob("partial_mode_k*.json")):
+        more = json.loads(extra.read_text(encoding="utf-8"))
+        for mode in more.get("summary", {}):
+            if mode != "full" and mode not in summary:
+                summary[mode], scores[mode] = more["summary"][mode], more["scores"][mode]
+    modes = ["full", *sorted(m for m in summary if m != "full")]
+    label = {m: "full" if m == "full" else f"k = {m.split('_k')[1]}" for m in modes}
+    headers = ["task"] + [h for m in modes for h in (f"{label[m]}: single", f"{label[m]}: gain")]
+    rows = []
+    for t, v in summary["full"]["per_task"].items():
+        row = [t]
+        for m in modes:
+            r = summary[m]["per_task"][t]
+            seeds = ", ".join(f"{g:+.3f}" for g in r["gain_per_seed"])
+            row += [f"{r['stl']:.3f}", f"{r['gain']:+.3f} [{seeds}]"]
+        rows.append(row)
+    n = len(summary["full"]["per_task"])
+
+    def gap(m: str) -> str:
+        worst = max(summary[m]["per_task"].items(),
+                    key=lambda x: max(abs(x[1]["stl_minus_full"]), abs(x[1]["mtl_minus_full"])))
+        kind = "single" if abs(worst[1]["stl_minus_full"]) >= abs(worst[1]["mtl_minus_full"]) else "all-in-one"
+        return f"{summary[m]['max_abs_score_gap_points']:.1f} ({worst[0]}, {kind})"
+
+    rows.append(["**sign of the gain = full's**"] + [x for m in modes for x in
+                                                     ("", "" if m == "full" else f"{summary[m]['sign_agreement']} of {n}")])
+    rows.append(["**largest score gap to full (points)**"] + [x for m in modes for x in
+                                                              ("", "" if m == "full" else gap(m))])
+    rows.append(["**training seconds, all seeds**"] + [x for m in modes for x in
+                                                       (f"{scores[m]['train_seconds']:,.0f}", "")])
+    return markdown_table(headers, rows)
+
+
 SECTIONS = {
     "oracle": ("evidence_oracle", oracle_table),
     "suite": ("evidence_suite", suite_table),
@@ -312,6 +349,7 @@ SECTIONS = {
     "v2-progress": ("evidence_v2_progress", v2_progress_table),
     "v2": ("evidence_v2", v2_table),
     "v2-suite": ("evidence_v2_suite", v2_suite_table),
+    "partial-scores": ("partial_mode", partial_scores_table),
 }
 
 
