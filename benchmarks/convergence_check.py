@@ -1,20 +1,26 @@
-"""Are evidence v2's single-task models converged? Single-task trainings at 4 and at more epochs, side by side.
+"""Are evidence v2's single-task models converged? Single-task trainings at the study's epochs and at more, side by side.
 
-The budget rule of evidence v2 (``evidence_v2.py``) is the same number of epochs over each task's own rows,
-alone or in a group: in a group a task sees its rows as often as alone, so a group's gain is not "more
-passes over the task". A gain could still be an artefact if the single-task models were undertrained (a
-group takes more optimizer steps in all). This script trains every task alone with the study's settings at
-``--epochs`` (default 4, the study's) and at each of ``--more-epochs`` (default 8), for ``--seeds``, and
-reports the **validation** score of each: a task whose score still rises clearly with twice the training
-was not converged at the study's budget.
+The budget rule of evidence v2 (``evidence_v2.py``) is the same number of optimizer steps on each task's own rows,
+alone or in a group (same epochs; every task has the same row cap): in a group a task sees its rows as often as
+alone. A group's gain could still be an artefact if the single-task models were undertrained (a group takes
+more optimizer steps in all, and its shared layer gets them). This script trains every task alone with the
+study's settings at ``--epochs`` (default ``V2_EPOCHS``) and at each of ``--more-epochs`` (default twice that),
+for ``--seeds``, at ``--learning-rate`` (default ``V2_LEARNING_RATE``), and reports the **validation** score of
+each: a task whose score still rises by more than ``--tolerance`` with twice the training was not converged.
 
-Trainings go to the study's own evaluator cache (``benchmarks/results/evidence/evidence_v2_partial/...``),
-so the 4-epoch ones are those of the oracle when it has run, and a stopped run resumes.
+Trainings go to the study's evaluator cache (``benchmarks/results/evidence/evidence_v2_partial/...``), so a
+stopped run resumes. The runs behind docs/benchmarks.md section 7 (``evidence_report.py`` merges every
+``convergence_check*.json`` into one table)::
 
     python benchmarks/convergence_check.py --quick   # 2 tasks, 60 rows, 1 vs 2 epochs (a smoke run)
-    python benchmarks/convergence_check.py           # the 6 tasks of evidence v2, seeds 0 and 1, 4 vs 8 epochs
+    python benchmarks/convergence_check.py --learning-rate 3e-4 --epochs 4 --more-epochs 8   # seeds 0, 1
+    python benchmarks/convergence_check.py --learning-rate 3e-4 --seeds 0 --epochs 8 --more-epochs 16 \
+        --result-name convergence_check_16
+    python benchmarks/convergence_check.py --learning-rate 1e-3 --seeds 0 --epochs 4 --more-epochs 8 \
+        --result-name convergence_check_lr1e-3
+    python benchmarks/convergence_check.py --seeds 0 --result-name convergence_check_lr1e-3_16   # 8 vs 16 at 1e-3
 
-Writes benchmarks/results/convergence_check[_quick].json.
+Writes benchmarks/results/convergence_check[_quick].json (or ``--result-name``).
 """
 
 from __future__ import annotations
@@ -54,11 +60,12 @@ TOLERANCE = 0.01
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--epochs", type=float, default=None, help="the study's epochs (default 4; quick 1)")
-    parser.add_argument("--more-epochs", type=float, nargs="+", default=None, help="longer budgets (default 8; quick 2)")
+    parser.add_argument("--epochs", type=float, default=None, help="the study's epochs (default V2_EPOCHS; quick 1)")
+    parser.add_argument("--more-epochs", type=float, nargs="+", default=None,
+                        help="longer budgets (default twice V2_EPOCHS; quick 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 (quick: 0)")
     parser.add_argument("--max-train", type=int, default=None, help="training rows per task (default 300; quick 60)")
-    parser.add_argument("--learning-rate", type=float, default=V2_LEARNING_RATE, help="default: the study's (3e-4)")
+    parser.add_argument("--learning-rate", type=float, default=V2_LEARNING_RATE, help="default: the study's (V2_LEARNING_RATE)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--result-name", default=None, help="default convergence_check[_quick]")
     args = parser.parse_args(argv)

@@ -197,8 +197,8 @@ def v2_progress_table(d: dict[str, Any]) -> str:
             continue
         n = len(seeds)
 
-        def mean(values: list[float | None]) -> float:
-            return sum(values[i] for i in seeds) / n  # type: ignore[misc]
+        def mean(values: list[float | None], seeds: list[int] = seeds) -> float:
+            return sum(values[i] for i in seeds) / len(seeds)  # type: ignore[misc]
 
         mean_single = mean(single)
         groups = [(g, v[t]) for g, v in table.items()
@@ -316,7 +316,7 @@ def partial_scores_table(d: dict[str, Any]) -> str:
     label = {m: "full" if m == "full" else f"k = {m.split('_k')[1]}" for m in modes}
     headers = ["task"] + [h for m in modes for h in (f"{label[m]}: single", f"{label[m]}: gain")]
     rows = []
-    for t, v in summary["full"]["per_task"].items():
+    for t in summary["full"]["per_task"]:
         row = [t]
         for m in modes:
             r = summary[m]["per_task"][t]
@@ -340,6 +340,26 @@ def partial_scores_table(d: dict[str, Any]) -> str:
     return markdown_table(headers, rows)
 
 
+def convergence_table(d: dict[str, Any]) -> str:
+    """Single-task validation scores of evidence v2 at each (learning rate, epochs) that a
+    ``convergence_check*.json`` measured, seed 0 (every run has it), so the columns compare like for like."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS_DIR.glob("convergence_check*.json"))
+            if not p.stem.endswith("_quick")]
+    cells: dict[tuple[float, float], dict[str, float]] = {}
+    for run in runs:
+        if 0 not in run["seeds"]:
+            continue
+        i = run["seeds"].index(0)
+        for task, row in run["rows"].items():
+            for budget, per in row["per_seed"].items():
+                cells.setdefault((float(run["learning_rate"]), float(budget)), {})[task] = per["validation"][i]
+    columns = sorted(cells)
+    tasks = list(d["tasks"])
+    metric = {t: d["rows"][t]["metric"] for t in tasks}
+    rows = [[t, metric[t]] + [_f(cells[c].get(t), ".3f") if t in cells[c] else "-" for c in columns] for t in tasks]
+    return markdown_table(["task", "metric"] + [f"lr {lr:g}, {ep:g} epochs" for lr, ep in columns], rows)
+
+
 SECTIONS = {
     "oracle": ("evidence_oracle", oracle_table),
     "suite": ("evidence_suite", suite_table),
@@ -350,6 +370,7 @@ SECTIONS = {
     "v2": ("evidence_v2", v2_table),
     "v2-suite": ("evidence_v2_suite", v2_suite_table),
     "partial-scores": ("partial_mode", partial_scores_table),
+    "convergence": ("convergence_check", convergence_table),
 }
 
 

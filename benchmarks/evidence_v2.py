@@ -25,8 +25,9 @@ The stages run in this order, each resumable, so a run that is stopped anywhere 
 ``--stage oracle`` stops after the oracle (the other stages need it). ``--shard I/N`` splits the oracle over
 ``N`` worker processes that share the ledger (on 2 cores, two single-threaded workers train about twice as
 fast as one two-threaded process); each stops after its share, and a last run without ``--shard`` goes on. Settings (see docs/benchmarks.md for why):
-``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 4 epochs at 3e-4, batch 16; the
-low-resource cap is 100 rows.
+``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 8 epochs at 1e-3, batch 16 (single-task
+models converged: ``convergence_check.py``); the low-resource cap is 100 rows, trained for as many optimizer steps
+per task as the main cap (24 epochs), so both caps follow one budget rule.
 
     python benchmarks/evidence_v2.py --quick     # 4 tasks, 100 train rows, 2 epochs, oracle 1 seed (a smoke run)
     python benchmarks/evidence_v2.py             # 6 tasks x 63 subsets x 3 seeds (about 4 hours on 2 idle cores)
@@ -401,7 +402,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for r in best_methods:
         low_partitions[r["method"]] = r["groups"]
     low_groups = sorted({tuple(sorted(g)) for p in low_partitions.values() for g in p})
-    low_table, low_seconds = train_groups(low_suite, low_groups, seeds, config, out / "lowres" / "evaluator",
+    # the budget rule: every task gets the same optimizer steps on its own rows at any cap (epochs x rows constant)
+    low_epochs = epochs * max_train / low_cap
+    low_config = study_config(out / "lowres", methods, seeds, low_epochs, num_groups=args.num_groups,
+                              num_tasks=len(tasks), **{**fields, "pvi_num_train_epochs": low_epochs})
+    low_table, low_seconds = train_groups(low_suite, low_groups, seeds, low_config, out / "lowres" / "evaluator",
                                           pipe._tok(), ledger, label="low-resource")
     low_score = {g: {t: float(np.mean(v)) for t, v in per.items()} for g, per in low_table.items()}
     low_stl = {t: low_score[(t,)][t] for t in tasks}
@@ -432,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            "cost_fraction_of_oracle_incl_methods":
                                (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
                            "flags": {t: f for t, f in rec.flags.items() if f}},
-        "low_resource": {"cap": low_cap, "train_seconds": low_seconds, "rows": low_rows},
+        "low_resource": {"cap": low_cap, "epochs": low_epochs, "train_seconds": low_seconds, "rows": low_rows},
     }
     path = write_results(name, payload)
     try:

@@ -2,7 +2,7 @@
 
 The two parts of issue 14's "evidence v2" that are not the 6-task oracle (``evidence_v2.py``), with exactly its
 training settings (``evidence_common.V2_*``: ``partial`` mode with k = 1 trainable layer, 300 training rows per
-task, 4 epochs at lr 3e-4, batch 16; the PVI models with the same epochs and learning rate):
+task, 8 epochs at lr 1e-3, batch 16; the PVI models with the same epochs and learning rate):
 
 1. **The recommendation on all 13 tasks.** The pipeline (:class:`hf_taskgroup.Pipeline`) runs PVI (in ``partial``
    mode) and the affordable methods only (pvi, grad_estimate, tag, transfer_gain, clustering, task_embedding,
