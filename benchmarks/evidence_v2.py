@@ -170,10 +170,10 @@ def rekey_ledger(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], se
     """Give ledger entries of this study's (seed, group) pairs the keys of the current fingerprints; return how
     many were re-keyed.
 
-    For a change of how keys are computed (not of the data or settings): an entry that records its settings
-    is taken only when they equal this run's; older entries without them are taken on the caller's word,
-    which ``--rekey-ledger`` gives. Trainings are deterministic here (retrained entries matched their ledger
-    values to 1e-6), so an entry of the same settings, seed and group is the same result.
+    For a change of how keys are computed (not of the data or settings): only an entry that records its
+    settings, equal to this run's, is taken (entries written before settings were recorded carry them since
+    session 5, see docs/benchmarks.md section 7). Trainings are deterministic here (retrained entries matched
+    their ledger values to 1e-6), so an entry of the same settings, seed and group is the same result.
     """
     from hf_taskgroup.artifacts import data_fingerprint
 
@@ -187,7 +187,7 @@ def rekey_ledger(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], se
         if pair not in wanted:
             continue
         settings = config.train_settings(entry["seed"]).to_dict()
-        if entry.get("settings", settings) != settings:
+        if entry.get("settings") != settings:
             continue
         key = training_key(settings, entry["seed"], entry["group"], data)
         if key != old_key and ledger.get(key) is None:

@@ -76,7 +76,9 @@ def test_rekey_moves_entries_of_the_same_settings_only(tmp_path, evidence_v2):
 
     suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
     ledger = evidence_v2.Ledger(tmp_path / "ledger.json")
-    ledger.put("old-untagged", {"seed": 0, "group": ["a", "b"], "seconds": 1.0, "results": {}})
+    ledger.put("old-tagged", {"seed": 0, "group": ["a", "b"], "seconds": 1.0, "results": {},
+                              "settings": _Settings(0, 3e-4).to_dict()})
+    ledger.put("old-untagged", {"seed": 0, "group": ["b"], "seconds": 1.0, "results": {}})  # settings unknown
     ledger.put("old-other-lr", {"seed": 0, "group": ["a"], "seconds": 1.0, "results": {},
                                 "settings": _Settings(0, 1e-3).to_dict()})
     ledger.put("old-other-seed", {"seed": 5, "group": ["b"], "seconds": 1.0, "results": {}})
@@ -86,5 +88,6 @@ def test_rekey_moves_entries_of_the_same_settings_only(tmp_path, evidence_v2):
     moved = ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("a", "b"), data))
     assert moved is not None and moved["settings"] == config.train_settings(0).to_dict()
     assert ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("a",), data)) is None
+    assert ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("b",), data)) is None
     # a second pass has nothing left to move
     assert evidence_v2.rekey_ledger(evidence_v2.Ledger(tmp_path / "ledger.json"), suite, groups, [0], config) == 0

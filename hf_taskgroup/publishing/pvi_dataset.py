@@ -371,7 +371,7 @@ def _preflight(
     conflicts, dropped = [], []
     for task, (repo, config) in targets.items():
         state = states[repo]
-        if config not in state.splits or task in (unchanged or ()):
+        if config not in state.splits or task in unchanged:
             continue
         columns = state.columns.get(config)
         if columns is None or "pvi" in columns:
