@@ -91,3 +91,32 @@ def test_rekey_moves_entries_of_the_same_settings_only(tmp_path, evidence_v2):
     assert ledger.get(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("b",), data)) is None
     # a second pass has nothing left to move
     assert evidence_v2.rekey_ledger(evidence_v2.Ledger(tmp_path / "ledger.json"), suite, groups, [0], config) == 0
+
+
+def test_ledger_table_counts_leading_complete_seeds_and_leaves_gaps(tmp_path, evidence_v2):
+    """The progress table is read from the shared ledger: a seed counts as complete only when every subset is
+    there and every seed before it is complete (a second worker may fill seed 1 before seed 0)."""
+    from datasets import Dataset
+
+    from hf_taskgroup.artifacts import data_fingerprint
+    from hf_taskgroup.data.tasks import TaskSpec
+
+    suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
+    data = {t: data_fingerprint(suite[t]) for t in "ab"}
+    groups, config = [("a",), ("b",), ("a", "b")], _Config()
+    ledger = evidence_v2.Ledger(tmp_path / "ledger.json")
+
+    def put(seed: int, group: tuple[str, ...], value: float) -> None:
+        key = evidence_v2.training_key(config.train_settings(seed).to_dict(), seed, group, data)
+        ledger.put(key, {"seed": seed, "group": list(group), "seconds": 2.0,
+                         "results": {t: {"test_accuracy": value} for t in group}})
+
+    for group in groups:
+        put(1, group, 0.5)
+    put(0, ("a",), 0.25)
+    table, seconds, done, complete = evidence_v2.ledger_table(ledger, suite, groups, [0, 1], config)
+    assert (done, seconds, complete) == (4, 8.0, 0)  # seed 1 is whole, but seed 0 is not
+    assert table[("a",)]["a"] == [0.25, 0.5] and table[("b",)]["b"] == [None, 0.5]
+    put(0, ("b",), 0.75)
+    put(0, ("a", "b"), 1.0)
+    assert evidence_v2.ledger_table(ledger, suite, groups, [0, 1], config)[3] == 2
