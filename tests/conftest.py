@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make `local_hub` imp
 
 from local_hub import LocalHub  # noqa: E402
 
+# a script run by torchrun in a test, not a test module (--doctest-modules would import it)
+collect_ignore = ["training/ddp_worker.py"]
+
 _HF_HOME = tempfile.mkdtemp(prefix="hf_taskgroup_tests_")
 _LOCAL_HUB = LocalHub().start()
 

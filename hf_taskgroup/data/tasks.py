@@ -211,7 +211,8 @@ class TaskSuite:
 
     Example::
 
-        >>> suite = TaskSuite([TaskSpec(name="a", data=train_a), TaskSpec(name="b", data=train_b)])  # doctest: +SKIP
+        >>> suite = TaskSuite([TaskSpec(name="a", data_files={"train": "a.jsonl"}),
+        ...                    TaskSpec(name="b", data_files={"train": "b.jsonl"})])
         >>> suite.task_names
         ['a', 'b']
     """

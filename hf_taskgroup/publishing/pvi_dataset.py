@@ -62,7 +62,7 @@ class PVIConfigExistsError(RuntimeError):
     """Raised before any upload when a target config already holds PVI values and ``overwrite`` is False.
 
     Example:
-        >>> try:
+        >>> try:  # doctest: +SKIP
         ...     push_pvi_datasets("outputs/pvi", "me/pvi")
         ... except PVIConfigExistsError:
         ...     push_pvi_datasets("outputs/pvi", "me/pvi", overwrite=True)  # replace on purpose
@@ -73,7 +73,7 @@ class PVIPushError(RuntimeError):
     """A push failed part-way. ``pushed`` maps task -> ``repo@sha``; ``not_pushed`` lists the rest.
 
     Example:
-        >>> try:
+        >>> try:  # doctest: +SKIP
         ...     push_pvi_datasets("outputs/pvi", "me/pvi")
         ... except PVIPushError as err:
         ...     print(err.not_pushed, err.rerun)
@@ -224,6 +224,9 @@ def render_pvi_dataset_card(
     (``load_dataset(repo_id, config)``). ``config_names`` (task -> config) defaults to the task names.
 
     Example:
+        >>> summary = {"task": "sst2", "task_type": "classification", "settings": {}, "v_information":
+        ...            {"validation": 0.41}, "accuracy": {"validation": 0.9}, "collapsed": {"validation": False},
+        ...            "num_examples": {"validation": 872}}
         >>> card = render_pvi_dataset_card({"sst2": summary}, "me/glue-pvi")
         >>> card.data.pvi_annotations["sst2"]["v_information"]
         {'validation': 0.41}
@@ -473,7 +476,7 @@ def push_pvi_datasets(
     ``pvi`` values and ``overwrite`` is False, and :class:`PVIPushError` when a push fails part-way.
 
     Example:
-        >>> push_pvi_datasets("outputs/pvi", "me/glue-pvi", tasks=["sst2", "rte"])
+        >>> push_pvi_datasets("outputs/pvi", "me/glue-pvi", tasks=["sst2", "rte"])  # doctest: +SKIP
         {'rte': 'me/glue-pvi@3f1c...', 'sst2': 'me/glue-pvi@9ab2...'}
     """
     pvi_dir = Path(pvi_dir)

@@ -41,6 +41,7 @@ class SolverResult:
     better grouping (``bound`` is still HiGHS' valid bound).
 
     Example:
+        >>> from hf_taskgroup.grouping.solvers.partition import solve_set_partition
         >>> r = solve_set_partition(3, lambda g: float(len(g) == 1))
         >>> r.groups, r.objective, r.optimal
         ([(0,), (1,), (2,)], 3.0, True)
