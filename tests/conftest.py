@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make `local_hub` imp
 
 from local_hub import LocalHub  # noqa: E402
 
-# a script run by torchrun in a test, not a test module (--doctest-modules would import it)
-collect_ignore = ["training/ddp_worker.py"]
+# not test modules (--doctest-modules would import them): the scripts torchrun runs in two tests, and the local
+# Hub server (its examples start a server and set HF_ENDPOINT)
+collect_ignore = ["training/ddp_worker.py", "pvi/pvi_ddp_worker.py", "local_hub.py"]
 
 _HF_HOME = tempfile.mkdtemp(prefix="hf_taskgroup_tests_")
 _LOCAL_HUB = LocalHub().start()
