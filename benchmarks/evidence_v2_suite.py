@@ -36,8 +36,9 @@ Cost estimate of the full run (from the quick run's timings, scaled; see the end
   the quick run) ~2 h CPU; task_embedding ~0.2 h CPU; grad_estimate uncapped (whole validation splits, ~11k
   examples, every token / label a unit) 1.5-5 h CPU, the least certain part; the recommendation, 3 seeds x
   (13 single tasks + ~120 tasks in the candidates' distinct groups) ~7 h CPU; the claims, ~13 further tasks x 3
-  seeds for pvi_dissimilar ~0.7 h CPU. In all about 12-16 CPU-hours: **about 6-8 hours on 2 idle cores**; it
-  resumes, so it can span sessions. ``--score-methods`` adds little: the recommendation already trains every
+  seeds for pvi_dissimilar ~0.7 h CPU. In all about 12-16 CPU-hours: **about 6-8 hours on 2 idle cores** at the
+  first settings (4 epochs); the trainings (not the gradient pass) take about twice that at the current 8 epochs.
+  It resumes, so it can span sessions. ``--score-methods`` adds little: the recommendation already trains every
   candidate group for every seed, so only groups that contained a task flagged "not learned" (taken out of the
   candidates) are trained anew.
 
