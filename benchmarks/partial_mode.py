@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="partial mode's learning rate (default: --learning-rate); only the top k layers and heads train")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where the score trainings are cached, so a stopped run resumes (default "
-                        "benchmarks/results/cache/<result name>)")
+                        "benchmarks/results/cache/partial_mode[_quick], whatever --result-name)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--timing-repeats", type=int, default=None, help="rounds of the timing (default 2; quick 1)")
@@ -362,7 +362,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"scores: single-task and all-in-one, seeds {seeds}, {args.epochs:g} epochs", flush=True)
         from common import RESULTS_DIR
 
-        score = scores(suite, modes, seeds, args, args.cache_dir or RESULTS_DIR / "cache" / name)
+        # one cache for every --result-name: a run of other k values reuses the cached `full` trainings (the key
+        # holds the settings, so nothing is reused across settings)
+        cache = args.cache_dir or RESULTS_DIR / "cache" / ("partial_mode_quick" if args.quick else "partial_mode")
+        score = scores(suite, modes, seeds, args, cache)
         payload["scores"] = score
         payload["summary"] = summarize(score, modes, TASKS)
         rows = []
