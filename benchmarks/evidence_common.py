@@ -38,6 +38,15 @@ def v2_fields(mode: str, *, trainable_layers: int, learning_rate: float, batch_s
             "trainable_layers": trainable_layers, "pvi_num_train_epochs": epochs, "pvi_learning_rate": learning_rate}
 
 
+def training_key(settings: Mapping[str, Any], seed: int, group: Sequence[str], data: Mapping[str, str]) -> str:
+    """The key of one training in evidence v2's ledger: its settings (with the seed), the seed, the sorted group
+    and each member's data fingerprint (used by ``evidence_v2.py`` and ``grad_estimate_validation.py``)."""
+    from hf_taskgroup.artifacts import stable_hash
+
+    return stable_hash({"settings": dict(settings), "seed": seed, "group": sorted(group),
+                        "data": {t: data[t] for t in sorted(group)}})
+
+
 def open_study(stem: str, quick: bool, tasks: Sequence[str], max_train: int, output_dir: Path | None
                ) -> tuple[Any, str, Path] | None:
     """The study's suite, result name (``<stem>[_quick]``) and output folder, with the shared on-disk

@@ -24,8 +24,8 @@ The stages run in this order, each resumable, so a run that is stopped anywhere 
 
 ``--stage oracle`` stops after the oracle (the other stages need it). ``--shard I/N`` splits the oracle over
 ``N`` worker processes that share the ledger (on 2 cores, two single-threaded workers train about twice as
-fast as one two-threaded process); each stops after its share, and a last run without ``--shard`` goes on. Settings (see docs/benchmarks.md for why):
-``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 8 epochs at 1e-3, batch 16 (single-task
+fast as one two-threaded process); each stops after its share, and a last run without ``--shard`` goes on.
+Settings (see docs/benchmarks.md for why): ``partial`` mode with ``--trainable-layers 1``, 300 training rows per task, 8 epochs at 1e-3, batch 16 (single-task
 models converged: ``convergence_check.py``); the low-resource cap is 100 rows, trained for as many optimizer steps
 per task as the main cap (24 epochs), so both caps follow one budget rule.
 
@@ -64,11 +64,11 @@ from evidence_common import (  # noqa: E402
     open_study,
     run_grouping_stages,
     study_config,
+    training_key,
     v2_fields,
 )
 from evidence_oracle import METHODS, METRIC_METHODS, QUICK_TASKS, TASKS, subsets  # noqa: E402
 
-from hf_taskgroup.artifacts import stable_hash  # noqa: E402
 from hf_taskgroup.grouping import available_methods  # noqa: E402
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
 from hf_taskgroup.grouping.recommend import stage_recommend  # noqa: E402
@@ -127,12 +127,6 @@ class Ledger:
             self.refresh()
             self.entries[key] = entry
             atomic_write_json(self.path, {"study": "evidence_v2", "entries": self.entries})
-
-
-def training_key(settings: dict[str, Any], seed: int, group: Sequence[str], data: dict[str, str]) -> str:
-    """The ledger key of one training."""
-    return stable_hash({"settings": settings, "seed": seed, "group": sorted(group),
-                        "data": {t: data[t] for t in sorted(group)}})
 
 
 def ledger_table(ledger: Ledger, suite: Any, groups: Sequence[Sequence[str]], seeds: Sequence[int],
@@ -335,11 +329,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"re-keyed {rekey_ledger(ledger, suite, groups, seeds, config)} ledger entries", flush=True)
 
     # 1) the oracle: every subset, every seed (evaluator cache + committed ledger)
-    def progress(seed: int, group: tuple[str, ...], table: Any, seconds: float, done: int, total: int) -> None:
-        table, seconds, done, complete = ledger_table(ledger, suite, groups, seeds, config)  # every worker's
+    def progress(*_: Any) -> None:  # read from the ledger, not from this worker's table: every worker's trainings
+        table, seconds, done, complete = ledger_table(ledger, suite, groups, seeds, config)
         atomic_write_json(progress_path, {
             "study": "evidence_v2", "stage": "oracle", "finetune": mode, "tasks": tasks, "max_train": max_train,
-            "seeds": seeds, "settings": settings, "trainings_done": done, "trainings_total": total,
+            "seeds": seeds, "settings": settings, "trainings_done": done,
+            "trainings_total": len(groups) * len(seeds),
             "oracle_train_seconds": seconds, "seeds_complete": complete,
             "summary_of_complete_seeds": partition_scores(table, tasks, complete) if complete else None,
             "table": {"+".join(g): per for g, per in table.items()},

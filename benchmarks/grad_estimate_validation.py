@@ -52,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, environment, format_table, load_results, write_results  # noqa: E402
-from evidence_common import all_partitions, open_study  # noqa: E402
+from evidence_common import all_partitions, open_study, training_key  # noqa: E402
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -103,7 +103,7 @@ def evidence_v2_oracle(progress: dict[str, Any], ledger: dict[str, Any], suite: 
     the same groups are never mistaken for the oracle's. Seeds with every subset are used, averaged; the others
     are listed in ``"seeds_incomplete"``.
     """
-    from hf_taskgroup.artifacts import data_fingerprint, stable_hash
+    from hf_taskgroup.artifacts import data_fingerprint
     from hf_taskgroup.training.metrics import primary_metric
 
     tasks = list(progress["tasks"])
@@ -113,13 +113,15 @@ def evidence_v2_oracle(progress: dict[str, Any], ledger: dict[str, Any], suite: 
     entries = ledger["entries"]
     first_by_group: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
     for entry in entries.values():  # ledger order: the oracle stage writes before any later stage
-        first_by_group.setdefault((int(entry["seed"]), tuple(sorted(entry["group"]))), entry)
+        seed = int(entry["seed"])
+        if entry.get("settings") == dict(progress["settings"], seed=seed):  # never another settings' training
+            first_by_group.setdefault((seed, tuple(sorted(entry["group"]))), entry)
 
     def lookup(seed: int) -> dict[tuple[str, ...], dict[str, Any]]:
         settings = dict(progress["settings"], seed=seed)
         found = {}
         for g in subsets:
-            key = stable_hash({"settings": settings, "seed": seed, "group": list(g), "data": {t: data[t] for t in g}})
+            key = training_key(settings, seed, g, data)
             if key in entries:
                 found[g] = entries[key]
         return found
@@ -127,8 +129,9 @@ def evidence_v2_oracle(progress: dict[str, Any], ledger: dict[str, Any], suite: 
     found = {int(seed): lookup(int(seed)) for seed in progress["seeds"]}
     match = "ledger key (settings, seed, group, data fingerprints)"
     if not any(found.values()) and first_by_group:
-        # no key matches (e.g. the data fingerprint changed since the ledger was written): by seed and group
-        match = "seed and group (no ledger key matched: the data fingerprints or settings differ)"
+        # no key matches (e.g. the data fingerprint changed since the ledger was written): by the recorded
+        # settings, seed and group
+        match = "recorded settings, seed and group (no ledger key matched: the data fingerprints differ)"
         print(f"WARNING: no ledger entry has this suite's key; matching by {match}", flush=True)
         found = {int(seed): {g: first_by_group[(int(seed), g)] for g in subsets if (int(seed), g) in first_by_group}
                  for seed in progress["seeds"]}
