@@ -120,3 +120,30 @@ def test_ledger_table_counts_leading_complete_seeds_and_leaves_gaps(tmp_path, ev
     put(0, ("b",), 0.75)
     put(0, ("a", "b"), 1.0)
     assert evidence_v2.ledger_table(ledger, suite, groups, [0, 1], config)[3] == 2
+
+
+def test_grad_estimate_validation_never_takes_a_training_of_other_settings(tmp_path):
+    """The ledger holds trainings of the same groups under several settings (4 and 8 epochs). When no key
+    matches (the data fingerprints changed), the fallback by seed and group must still take only the entries
+    of the oracle's recorded settings."""
+    from datasets import Dataset
+
+    from hf_taskgroup.data.tasks import TaskSpec
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import grad_estimate_validation as gv
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
+    settings = {"num_train_epochs": 8.0, "seed": 0}
+    entries = {}
+    for i, (epochs, value) in enumerate([(4.0, 0.1), (8.0, 0.9)]):  # the other settings' entries come first
+        for group in (["a"], ["b"], ["a", "b"]):
+            entries[f"old-key-{epochs}-{'+'.join(group)}"] = {
+                "seed": 0, "group": group, "seconds": 1.0, "settings": dict(settings, num_train_epochs=epochs),
+                "results": {t: {"loss": value, "test_accuracy": value} for t in group}}
+    progress = {"tasks": ["a", "b"], "seeds": [0], "settings": settings, "max_train": 10}
+    oracle = gv.evidence_v2_oracle(progress, {"entries": entries}, suite)
+    assert oracle["seeds"] == [0] and "recorded settings" in oracle["ledger_match"]
+    assert {v["test_mean"] for per in oracle["subsets"].values() for v in per.values()} == {0.9}
