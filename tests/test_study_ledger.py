@@ -138,7 +138,7 @@ def test_grad_estimate_validation_never_takes_a_training_of_other_settings(tmp_p
     suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
     settings = {"num_train_epochs": 8.0, "seed": 0}
     entries = {}
-    for i, (epochs, value) in enumerate([(4.0, 0.1), (8.0, 0.9)]):  # the other settings' entries come first
+    for epochs, value in [(4.0, 0.1), (8.0, 0.9)]:  # the other settings' entries come first
         for group in (["a"], ["b"], ["a", "b"]):
             entries[f"old-key-{epochs}-{'+'.join(group)}"] = {
                 "seed": 0, "group": group, "seconds": 1.0, "settings": dict(settings, num_train_epochs=epochs),
