@@ -307,12 +307,39 @@ class MultiTaskTrainer(Trainer):
         for task, ds in self._as_task_dict(test_datasets, "test_datasets").items():
             self.current_task = task
             try:
-                out[task] = super().predict(
+                out[task] = self.predict(
                     self.prepare_task_dataset(task, ds, metric_key_prefix), metric_key_prefix=f"{metric_key_prefix}_{task}"
                 )
             finally:
                 self.current_task = None
         return out
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
+                ) -> PredictionOutput:
+        """``Trainer.predict``, with predictions and labels in ``test_dataset``'s row order also when the rows were
+        run longest first (``args.eval_sort_by_length``)."""
+        out = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        order = self._eval_order(test_dataset)
+        if order is None:
+            return out
+        inverse = np.argsort(np.asarray(order))
+        return PredictionOutput(predictions=_take_rows(out.predictions, inverse),
+                                label_ids=_take_rows(out.label_ids, inverse), metrics=out.metrics)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        order = self._eval_order(eval_dataset)
+        return super()._get_eval_sampler(eval_dataset) if order is None else _FixedOrderSampler(order)
+
+    def _eval_order(self, dataset: Any) -> list[int] | None:
+        """The longest-first row order of an evaluation/prediction pass, or None for the dataset's own order (sorting
+        off, several processes, ``group_by_length``, or rows of one length)."""
+        if (dataset is None or not getattr(self.args, "eval_sort_by_length", False) or self.args.world_size > 1
+                or self.args.train_sampling_strategy == "group_by_length"):
+            return None
+        lengths = _row_lengths(dataset)
+        if lengths is None or len(set(lengths)) <= 1:
+            return None
+        return sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep dataset order
 
     # ---- model card: rendered by the publishing stage through a registered writer -------------------------------
     def create_model_card(
@@ -383,3 +410,40 @@ def _is_peft(model: Any) -> bool:
 
 def _unwrap(model: Any) -> Any:
     return model.get_base_model() if _is_peft(model) else model
+
+
+class _FixedOrderSampler(torch.utils.data.Sampler):
+    """Yields a fixed list of row indices (the longest-first order of an evaluation pass)."""
+
+    def __init__(self, order: list[int]) -> None:
+        self.order = order
+
+    def __iter__(self) -> Any:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def _row_lengths(dataset: Any) -> list[int] | None:
+    """Tokens per row: the lengths of cached token states (partial mode) or of ``input_ids``; None when the rows
+    have no length (frozen-mode features)."""
+    from hf_taskgroup.training.features import TokenStatesDataset
+
+    if isinstance(dataset, TokenStatesDataset):
+        return dataset.states.lengths()
+    names = getattr(dataset, "column_names", None)
+    if names is None or "input_ids" not in names:
+        return None
+    return [len(ids) for ids in dataset["input_ids"]]
+
+
+def _take_rows(value: Any, index: np.ndarray) -> Any:
+    """``value`` (an array, or a tuple/list/dict of them, as ``Trainer.predict`` returns) with its rows reordered."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_take_rows(v, index) for v in value)
+    if isinstance(value, dict):
+        return {k: _take_rows(v, index) for k, v in value.items()}
+    return np.asarray(value)[index]

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -248,3 +249,55 @@ def test_batched_fetch_gives_the_rows_of_per_example_access(suite, tokenized, tm
             assert got.keys() == want.keys()
             for key in want:
                 assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
+
+
+def _padded_tokens(trainer):
+    """Counts the token positions (rows x padded length) the model's forward sees."""
+    seen = []
+    model = trainer.model
+
+    def hook(_module, _args, kwargs):
+        x = kwargs.get("input_ids")
+        if x is None:
+            x = kwargs.get("hidden_states")
+        seen.append(int(x.shape[0] * x.shape[1]))
+
+    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("task", ["hall", "ner"])  # a pooled head and a token head; their rows vary in length
+def test_length_sorted_prediction_keeps_row_order_and_cuts_padding(suite, tokenized, tmp_path, task):
+    runs = {}
+    for sort in (False, True):
+        torch.manual_seed(0)
+        trainer = _trainer(suite, tokenized, tmp_path, tasks=[task], per_device_eval_batch_size=4,
+                           eval_sort_by_length=sort)
+        seen, handle = _padded_tokens(trainer)
+        out = trainer.predict_tasks({task: tokenized[task]["validation"]})[task]
+        handle.remove()
+        runs[sort] = (out, sum(seen), trainer)
+    (plain, plain_tokens, _), (ordered, ordered_tokens, trainer) = runs[False], runs[True]
+    lengths = [len(x) for x in tokenized[task]["validation"]["input_ids"]]
+    order = trainer._eval_order(tokenized[task]["validation"])
+    assert order is not None and [lengths[i] for i in order] == sorted(lengths, reverse=True)
+    assert ordered_tokens < plain_tokens  # longest-first batches carry less padding
+    np.testing.assert_array_equal(ordered.label_ids, plain.label_ids)  # back in dataset order
+    if task == "ner":  # positions past a row's end are padding (label -100): their logits mean nothing
+        keep = plain.label_ids != -100
+        np.testing.assert_allclose(ordered.predictions[keep], plain.predictions[keep], atol=1e-5)
+    else:
+        np.testing.assert_allclose(ordered.predictions, plain.predictions, atol=1e-5)
+    for key, value in plain.metrics.items():
+        if not key.endswith(("_runtime", "_per_second", "_time")):
+            # Trainer averages per-batch losses, and a token task's batch loss is a mean over its tokens: with other
+            # batches that loss moves a little; every metric computed from the predictions is unchanged
+            tolerance = dict(rel=0.02) if task == "ner" and key.endswith("_loss") else dict(abs=1e-5)
+            assert ordered.metrics[key] == pytest.approx(value, **tolerance), key
+
+
+def test_length_sorting_is_off_for_rows_of_one_length(suite, tokenized, tmp_path):
+    trainer = _trainer(suite, tokenized, tmp_path, tasks=["ner"])
+    assert trainer._eval_order(tokenized["ner"]["validation"].select([0, 0, 0])) is None
+    assert trainer._eval_order(tokenized["ner"]["validation"]) is not None
+    trainer.args.eval_sort_by_length = False
+    assert trainer._eval_order(tokenized["ner"]["validation"]) is None
