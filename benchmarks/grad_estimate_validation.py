@@ -32,6 +32,7 @@ layers' token states (partial mode) come from the shared on-disk cache and are l
     python benchmarks/grad_estimate_validation.py --quick   # 4 tasks, 200 train rows (a minute or two)
     python benchmarks/grad_estimate_validation.py           # the 6 tasks, 1000 train rows
     python benchmarks/grad_estimate_validation.py --oracle evidence_v2 [--quick]   # partial mode, evidence_v2's ledger
+    python benchmarks/grad_estimate_validation.py --oracle evidence_v2 --gradients-only   # while the oracle runs
 
 Writes benchmarks/results/grad_estimate_validation[_quick].json
 (``--oracle evidence_v2``: grad_estimate_validation_v2[_quick].json).
@@ -208,7 +209,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "else it is regenerated for every buffer of units)")
     parser.add_argument("--regularization", type=float, nargs="+", default=[1.0, 0.1],
                         help="values compared; the first is the one whose partition and cost are reported")
+    parser.add_argument("--gradients-only", action="store_true",
+                        help="--oracle evidence_v2: train the base model and compute the gradients (cached under the "
+                             "output folder) with the oracle's settings, then stop; the comparison, which needs a "
+                             "complete oracle seed, reuses them")
     args = parser.parse_args(argv)
+    if args.gradients_only and args.oracle != "evidence_v2":
+        parser.error("--gradients-only goes with --oracle evidence_v2")
     torch.set_num_threads(1)
     if args.oracle == "evidence_v2":
         progress, ledger = read_evidence_v2(args.quick)
@@ -222,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if study is None:
         return
     suite, name, out = study
-    if args.oracle == "evidence_v2":
+    if args.gradients_only:  # the oracle's settings, without its (possibly unfinished) trainings
+        oracle = {"source": "evidence_v2 settings (--gradients-only)", "seeds": [], "recorded_settings": dict(progress["settings"])}
+    elif args.oracle == "evidence_v2":
         oracle = evidence_v2_oracle(progress, ledger, suite)
     # the oracle study's own recorded settings (mode, k, trunk, epochs, learning rate, batch, max_length, seed 0)
     settings = TrainSettings(**oracle["recorded_settings"])
@@ -248,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"base training {base_seconds:.1f}s, gradients {grad_seconds:.1f}s (this call {collect_seconds:.1f}s; "
           f"encoding {encode_seconds:.1f}s, excluded); {feats.info['num_parameters']} shared parameters; "
           f"units {feats.info['units']}", flush=True)
+    if args.gradients_only:
+        print(f"gradients cached under {out / 'gradients'}; run again without --gradients-only once a seed of the "
+              f"oracle is complete")
+        return
 
     subsets = [tuple(sorted(c)) for r in range(1, len(tasks) + 1) for c in itertools.combinations(tasks, r)]
     trained = oracle["subsets"]
