@@ -360,6 +360,39 @@ def convergence_table(d: dict[str, Any]) -> str:
     return markdown_table(["task", "metric"] + [f"lr {lr:g}, {ep:g} epochs" for lr, ep in columns], rows)
 
 
+def partial_fidelity_table(d: dict[str, Any]) -> str:
+    """``partial_fidelity.json``: per task the single-task test score and the all-in-one gain of every mode, then per
+    partial mode the largest gap to ``full``, the gain-sign agreement and the verdict."""
+    modes = list(d["scores"])
+    everyone = "+".join(sorted(d["tasks"]))
+    headers = ["task", "metric"] + [h for m in modes for h in (f"{m}: single", f"{m}: all-in-one gain")]
+    rows = []
+    for t in d["tasks"]:
+        row = [t, d["metrics"][t]]
+        for m in modes:
+            alone, together = d["scores"][m][t][t], d["scores"][m][everyone][t]
+            row += [f"{alone:.3f}", f"{together - alone:+.3f}"]
+        rows.append(row)
+    verdicts = d["comparison"]
+    rows.append(["**largest gap to full (points)**", ""] + [x for m in modes for x in
+                ("", "" if m == "full" else f"{100 * verdicts[m]['max_abs_gap']:.1f}")])
+    rows.append(["**gain signs = full's**", ""] + [x for m in modes for x in
+                ("", "" if m == "full" else f"{verdicts[m]['sign_agreement']:.2f} of {verdicts[m]['signs_compared']}")])
+    rows.append(["**faithful**", ""] + [x for m in modes for x in
+                ("", "" if m == "full" else ("yes" if verdicts[m]["faithful"] else "no"))])
+    rows.append(["**training seconds**", ""] + [x for m in modes for x in (f"{d['train_seconds'][m]:,.0f}", "")])
+    conv = d.get("full_convergence", {})
+    note = ""
+    if conv.get("rise"):
+        note = (f"\n\n`full` single-task validation, {conv['epochs'][0]:g} against {conv['epochs'][1]:g} epochs (seed "
+                f"{d['seeds'][0]}): " + ", ".join(f"{t} {r:+.3f}" for t, r in conv["rise"].items()) + ".")
+    k = d.get("smallest_faithful_k")
+    return (f"Seeds {d['seeds']}, {d['max_train']} training rows per task, {d['epochs']:g} epochs; partial at lr "
+            f"{d['learning_rate_partial']:g}, full at {d['learning_rate_full']:g}; tolerance "
+            f"{100 * d['tolerance']:g} point(s). Smallest faithful k: **{k if k is not None else 'none'}**.\n\n"
+            + markdown_table(headers, rows) + note)
+
+
 SECTIONS = {
     "oracle": ("evidence_oracle", oracle_table),
     "suite": ("evidence_suite", suite_table),
@@ -371,6 +404,7 @@ SECTIONS = {
     "v2-suite": ("evidence_v2_suite", v2_suite_table),
     "partial-scores": ("partial_mode", partial_scores_table),
     "convergence": ("convergence_check", convergence_table),
+    "partial-fidelity": ("partial_fidelity", partial_fidelity_table),
 }
 
 

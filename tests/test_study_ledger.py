@@ -147,3 +147,37 @@ def test_grad_estimate_validation_never_takes_a_training_of_other_settings(tmp_p
     oracle = gv.evidence_v2_oracle(progress, {"entries": entries}, suite)
     assert oracle["seeds"] == [0] and "recorded settings" in oracle["ledger_match"]
     assert {v["test_mean"] for per in oracle["subsets"].values() for v in per.values()} == {0.9}
+
+
+@pytest.fixture(scope="module")
+def partial_fidelity():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import partial_fidelity as module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _fidelity_scores(gain_b_partial: float, gap: float = 0.0):
+    full = {("a",): {"a": 0.70}, ("b",): {"b": 0.50}, ("a", "b"): {"a": 0.72, "b": 0.45}}
+    partial = {("a",): {"a": 0.70 + gap}, ("b",): {"b": 0.50}, ("a", "b"): {"a": 0.72 + gap, "b": 0.50 + gain_b_partial}}
+    return {"full": full, "partial k=1": partial}
+
+
+def test_fidelity_faithful_when_gaps_small_and_signs_agree(partial_fidelity):
+    verdict = partial_fidelity.compare(_fidelity_scores(-0.045), ["a", "b"], 0.01)["partial k=1"]
+    assert verdict["faithful"] and verdict["sign_agreement"] == 1.0 and verdict["signs_compared"] == 2
+
+
+def test_fidelity_refuses_a_k_whose_gain_has_the_other_sign(partial_fidelity):
+    verdict = partial_fidelity.compare(_fidelity_scores(+0.03), ["a", "b"], 0.01)["partial k=1"]
+    assert not verdict["faithful"] and verdict["sign_agreement"] == 0.5
+    assert verdict["sign_disagreements"] == [{"group": ["a", "b"], "task": "b", "gain": pytest.approx(0.03),
+                                              "full_gain": pytest.approx(-0.05)}]
+
+
+def test_fidelity_refuses_a_k_whose_scores_are_off_by_more_than_the_tolerance(partial_fidelity):
+    verdict = partial_fidelity.compare(_fidelity_scores(-0.045, gap=0.05), ["a", "b"], 0.01)["partial k=1"]
+    assert verdict["sign_agreement"] == 1.0 and not verdict["faithful"]
+    assert verdict["max_abs_gap"] == pytest.approx(0.05)
