@@ -11,14 +11,20 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def evidence_v2():
+def _benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` (the scripts import each other by plain name)."""
+    import importlib
+
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import evidence_v2 as module
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return module
+
+
+@pytest.fixture(scope="module")
+def evidence_v2():
+    return _benchmark_module("evidence_v2")
 
 
 def test_two_workers_keep_each_others_entries(tmp_path, evidence_v2):
@@ -151,12 +157,7 @@ def test_grad_estimate_validation_never_takes_a_training_of_other_settings(tmp_p
 
 @pytest.fixture(scope="module")
 def partial_fidelity():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import partial_fidelity as module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return _benchmark_module("partial_fidelity")
 
 
 def _fidelity_scores(gain_b_partial: float, gap: float = 0.0):
