@@ -28,8 +28,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         trainable_layers: k of ``partial`` mode (1 <= k <= the encoder's layers).
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (``lora`` mode).
         feature_batch_size: batch size of the one encoder pass in ``frozen`` mode.
-        eval_sort_by_length: evaluate and predict the rows of each task longest first (single process only),
-            so each batch is padded to rows of similar length; predictions still come back in dataset order.
+        eval_sort_by_length: evaluate and predict the rows of each task longest first (single process only; not
+            token tasks, whose loss would change with the batches), so each batch is padded to rows of similar
+            length; predictions still come back in dataset order and every metric and loss is unchanged.
 
     Example::
 
@@ -54,8 +55,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "partial mode: how many top encoder layers train (1..number of layers); the rest are cached."},
     )
     eval_sort_by_length: bool = field(default=True, metadata={
-        "help": "Evaluate/predict each task's rows longest first (one process) to cut padding; predictions are "
-                "returned in dataset order."})
+        "help": "Evaluate/predict each task's rows longest first (one process; not token tasks) to cut padding; "
+                "predictions are returned in dataset order, metrics and losses are unchanged."})
     ddp_broadcast_buffers: bool | None = field(
         default=False, metadata={"help": "Off by default: BERT's buffers break DDP with in-place ops."}
     )

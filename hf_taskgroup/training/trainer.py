@@ -332,9 +332,17 @@ class MultiTaskTrainer(Trainer):
 
     def _eval_order(self, dataset: Any) -> list[int] | None:
         """The longest-first row order of an evaluation/prediction pass, or None for the dataset's own order (sorting
-        off, several processes, ``group_by_length``, or rows of one length)."""
+        off, several processes, ``group_by_length``, rows of one length, or a token task).
+
+        Token tasks keep the dataset's order: Trainer's ``eval_loss`` is a mean of per-batch losses weighted by
+        rows, which equals the mean over examples for one-output-per-row tasks in any batching, but for a token
+        task each batch's loss is a mean over its tokens, so other batches would change that loss (by 3% on NCBI
+        disease) and make it disagree with results computed before."""
         if (dataset is None or not getattr(self.args, "eval_sort_by_length", False) or self.args.world_size > 1
                 or self.args.train_sampling_strategy == "group_by_length"):
+            return None
+        task = self.current_task
+        if task is not None and self.base_model_ref.config.tasks.get(task, {}).get("type") == "token_classification":
             return None
         lengths = _row_lengths(dataset)
         if lengths is None or len(set(lengths)) <= 1:
