@@ -344,10 +344,16 @@ class MultiTaskTrainer(Trainer):
         task = self.current_task
         if task is not None and self.base_model_ref.config.tasks.get(task, {}).get("type") == "token_classification":
             return None
+        key = getattr(dataset, "_fingerprint", None)  # a datasets.Dataset's content id: the order is computed once
+        cache = self.__dict__.setdefault("_eval_orders", {})
+        if key is not None and key in cache:
+            return cache[key]
         lengths = _row_lengths(dataset)
-        if lengths is None or len(set(lengths)) <= 1:
-            return None
-        return sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep dataset order
+        order = None if lengths is None or len(set(lengths)) <= 1 else \
+            sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep dataset order
+        if key is not None:
+            cache[key] = order
+        return order
 
     # ---- model card: rendered by the publishing stage through a registered writer -------------------------------
     def create_model_card(
