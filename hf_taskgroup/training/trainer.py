@@ -127,6 +127,7 @@ class MultiTaskTrainer(Trainer):
         self._check_task_weights(args)
         self.feature_cache = feature_cache if feature_cache is not None else default_feature_cache()
         self._prepared: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._eval_orders: dict[str, list[int] | None] = {}  # longest-first order per datasets fingerprint
         self.current_task: str | None = None
         self._user_compute_metrics = compute_metrics
 
@@ -345,14 +346,13 @@ class MultiTaskTrainer(Trainer):
         if task is not None and self.base_model_ref.config.tasks.get(task, {}).get("type") == "token_classification":
             return None
         key = getattr(dataset, "_fingerprint", None)  # a datasets.Dataset's content id: the order is computed once
-        cache = self.__dict__.setdefault("_eval_orders", {})
-        if key is not None and key in cache:
-            return cache[key]
+        if key is not None and key in self._eval_orders:
+            return self._eval_orders[key]
         lengths = _row_lengths(dataset)
         order = None if lengths is None or len(set(lengths)) <= 1 else \
             sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep dataset order
         if key is not None:
-            cache[key] = order
+            self._eval_orders[key] = order
         return order
 
     # ---- model card: rendered by the publishing stage through a registered writer -------------------------------
