@@ -124,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     max_train = args.max_train or (60 if args.quick else V2_MAX_TRAIN)
     epochs = args.epochs or (1.0 if args.quick else V2_EPOCHS)
     more = 2 * epochs if args.full_more_epochs is None else args.full_more_epochs
+    extra = [tuple(sorted(g.split("+"))) for g in (args.groups if args.groups is not None else
+                                                   ([] if args.quick else DEFAULT_EXTRA_GROUPS))]
+    unknown = sorted({t for g in extra for t in g} - set(tasks))
+    if unknown:
+        raise SystemExit(f"error: --groups names task(s) {unknown} that are not among {tasks}")
     study = open_study("evidence_v2_partial", args.quick, tasks, max_train, None)  # evidence v2's folder and cache
     if study is None:
         return
@@ -132,11 +137,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     own = Ledger(RESULTS_DIR / f"{name}_ledger.json")
     oracle_ledger = Ledger(RESULTS_DIR / "evidence_v2_ledger.json")
     base_groups = [(t,) for t in tasks] + [tuple(sorted(tasks))]
-    extra = [tuple(sorted(g.split("+"))) for g in (args.groups if args.groups is not None else
-                                                   ([] if args.quick else DEFAULT_EXTRA_GROUPS))]
-    unknown = sorted({t for g in extra for t in g} - set(tasks))
-    if unknown:
-        raise SystemExit(f"error: --groups names task(s) {unknown} that are not among {tasks}")
     if args.pairs:
         extra += [tuple(sorted(p)) for p in itertools.combinations(tasks, 2)]
     extra = [g for g in dict.fromkeys(extra) if g not in base_groups]
