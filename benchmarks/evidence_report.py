@@ -235,7 +235,11 @@ def v2_table(d: dict[str, Any]) -> str:
                      _f(r["cost_fraction_of_oracle"], ".3f")])
     lines.append(markdown_table(["method / reference", "groups", "score", "vs STL", "fraction of oracle gain",
                                  "rank", "trainings", "cost / oracle"], rows))
-    rec = d["recommendation"]
+    rec = d.get("recommendation")
+    if rec is None:  # a run still under way: the stages finished so far
+        lines += ["", f"Stages finished so far: {', '.join(d.get('stages_done', []))}; the recommendation and the "
+                  "low-resource comparison are still to come (`python benchmarks/evidence_v2.py` resumes)."]
+        return "\n".join(lines)
     lines += ["", f"Recommendation {_groups(rec['groups'])} (from {rec['candidate']}); per task, test gain over "
               "single-task with its interval (seeds paired):", ""]
     per = [[t, r["metric"], _f(r["test_difference"], "+.3f"),
@@ -245,6 +249,8 @@ def v2_table(d: dict[str, Any]) -> str:
     lines += ["", f"Gain beyond noise: {len(rec['tasks_gained_beyond_noise'])}/{len(d['tasks'])}; harmed beyond noise: "
               f"{len(rec['tasks_harmed_beyond_noise'])} {rec['tasks_harmed_beyond_noise']}.", ""]
     low = d.get("low_resource")
+    if low is None:
+        lines += ["The low-resource comparison is still to come (`python benchmarks/evidence_v2.py` resumes)."]
     if low:
         rows = [[label, _groups(r["groups"]), _f(r["main_cap_gain_vs_stl"], "+.4f"), _f(r["gain_vs_stl"], "+.4f"),
                  ", ".join(r["tasks_below_stl"]) or "-"] for label, r in low["rows"].items()]

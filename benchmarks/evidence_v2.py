@@ -33,6 +33,11 @@ per task as the main cap (24 epochs), so both caps follow one budget rule.
     python benchmarks/evidence_v2.py             # 6 tasks x 63 subsets x 3 seeds (about 4 hours on 2 idle cores)
     OMP_NUM_THREADS=1 python benchmarks/evidence_v2.py --shard 0/2 &   # the oracle on two workers,
     OMP_NUM_THREADS=1 python benchmarks/evidence_v2.py --shard 1/2     # then the line above
+    python benchmarks/evidence_v2.py --executor ray   # the later stages' trainings two at a time (docs/ray.md)
+
+With ``--executor ray`` (and no ``--shard``) the trainings the stages dispatch (a seed's missing oracle subsets,
+the PVI models, the recommendation's groups and seeds, the low-resource groups) run side by side on a local Ray,
+one core each; results are the same as with the serial executor.
 
 Writes benchmarks/results/evidence_v2[_quick].json (and the ledger and progress files above).
 """
@@ -40,6 +45,7 @@ Writes benchmarks/results/evidence_v2[_quick].json (and the ledger and progress 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -72,7 +78,7 @@ from evidence_oracle import METHODS, METRIC_METHODS, QUICK_TASKS, TASKS, subsets
 from hf_taskgroup.grouping import available_methods  # noqa: E402
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
 from hf_taskgroup.grouping.recommend import stage_recommend  # noqa: E402
-from hf_taskgroup.pipeline import Pipeline  # noqa: E402
+from hf_taskgroup.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 from hf_taskgroup.training.train import TrainSettings  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json  # noqa: E402
@@ -205,12 +211,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[int], config: Any, cache: Path,
                  tokenizer: Any, ledger: Ledger, *, label: str, on_result: Any = None,
-                 shard: tuple[int, int] | None = None) -> tuple[dict[tuple[str, ...], dict[str, list[float]]], float]:
+                 shard: tuple[int, int] | None = None, executor: Any = None,
+                 ) -> tuple[dict[tuple[str, ...], dict[str, list[float]]], float]:
     """Train every group for every seed (evaluator cache, then ledger, then a real training); return
     ``{group: {task: [test metric per seed]}}`` and the summed training seconds.
 
     With ``shard=(I, N)`` this worker trains only the trainings whose position (seeds outer, groups inner) is
-    ``I`` modulo ``N``; the others count only if another worker has already put them in the ledger."""
+    ``I`` modulo ``N``; the others count only if another worker has already put them in the ledger. Without a
+    shard, a seed's uncached groups are dispatched at once through ``executor`` (side by side on Ray; one after
+    another with the serial executor or None), each cached as it finishes, then recorded in the ledger."""
     from hf_taskgroup.artifacts import data_fingerprint
 
     tasks = sorted({t for g in groups for t in g})
@@ -223,7 +232,14 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
     position = -1
     for seed in seeds:
         settings = config.train_settings(seed)
-        ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer)
+        ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer, executor=executor)
+        if shard is None and executor is not None:
+            for group in groups:  # the ledger first, so that only missing trainings are dispatched
+                group = tuple(sorted(group))
+                entry = ledger.get(training_key(settings.to_dict(), seed, group, data))
+                if not ev.is_cached(group) and entry is not None:
+                    ev._store(group, entry["results"], float(entry["seconds"]))
+            ev.evaluate_many([list(g) for g in groups if not ev.is_cached(tuple(sorted(g)))], progress=True)
         for group in groups:
             position += 1
             group = tuple(sorted(group))
@@ -285,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=V2_BATCH_SIZE)
     parser.add_argument("--num-groups", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=None)
+    for name in ("executor", "ray_address"):  # the run's ExecutorArguments fields (docs/ray.md)
+        f = next(f for f in dataclasses.fields(PipelineConfig) if f.name == name)
+        parser.add_argument(f"--{name}", default=f.default, choices=f.metadata.get("choices"),
+                            help=f.metadata["help"])
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="train only oracle trainings I, I+N, I+2N, ... and stop (run N workers, then once "
                              "without --shard; they share the ledger)")
@@ -319,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fields["every_k_steps"] = max(1, min(50, steps // 4))
     config = study_config(out / "pipeline", methods, seeds, epochs, num_groups=args.num_groups,
                           num_tasks=len(tasks), **fields)
+    config = dataclasses.replace(config, executor=args.executor, ray_address=args.ray_address)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)
@@ -341,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         })
 
     table, oracle_seconds = train_groups(suite, groups, seeds, config, out / "pipeline" / "cache" / "evaluator",
-                                         pipe._tok(), ledger, label="oracle", on_result=progress, shard=shard)
+                                         pipe._tok(), ledger, label="oracle", on_result=progress, shard=shard,
+                                         executor=pipe.executor)
     if args.stage == "oracle" or shard is not None:
         print(f"oracle done: {len(groups)} subsets x {len(seeds)} seeds, {oracle_seconds:.0f} s of training")
         return
@@ -367,25 +389,55 @@ def main(argv: Sequence[str] | None = None) -> None:
     pvi, groupings = run_grouping_stages(pipe)
     for method, grouping in metric_objective_groupings(pipe, METRIC_METHODS, num_tasks=len(tasks), **fields).items():
         groupings[f"{method} (metric)"] = grouping
-    # 3) the recommendation over the affordable methods' groupings (resumable runs/)
-    candidates = {m: g for m, g in groupings.items() if not m.startswith("exhaustive")}
-    rec_start = time.perf_counter()
-    rec = stage_recommend(pipe, candidates, pvi)
-    rec_wall = time.perf_counter() - rec_start
     rows: list[dict[str, Any]] = []
-    for method, grouping in {**groupings, "recommended": rec.grouping}.items():
+
+    def add_row(method: str, grouping: Any) -> None:
         row = grouping_record(method, grouping)
         value = grouping_score(grouping)
         row.update({"score": value, "gain_vs_stl": value - stl, "fraction_of_oracle_gain": fraction(value),
                     "rank": int(np.sum(all_scores > value + 1e-12)) + 1,
                     "cost_fraction_of_oracle": row["seconds"] / oracle_seconds if oracle_seconds else None})
         rows.append(row)
+
+    for method, grouping in groupings.items():
+        add_row(method, grouping)
+    payload: dict[str, Any] = {
+        "study": "evidence_v2", "finetune": mode, "mode_note": why, "tasks": tasks, "metrics": metric,
+        "seeds": seeds, "recommend_seeds": config.recommendation_seeds(), "max_train": max_train,
+        "low_resource_cap": low_cap, "settings": settings, "environment": environment(),
+        "stages_done": ["oracle", "methods"], "wall_seconds": time.perf_counter() - start,
+        "oracle_train_seconds": oracle_seconds,
+        "references": {"single_task": stl, "oracle (test)": oracle, "mean partition": float(all_scores.mean()),
+                       "all_in_one": partition_score([list(tasks)])},
+        "oracle_partition": oracle_partition, "num_partitions": len(partitions),
+        "all_partition_scores": all_scores.tolist(), "methods": rows, "recommendation": None, "low_resource": None,
+    }
+    write_results(name, payload)  # each finished stage is kept: a later stage may span sessions
+
+    # 3) the recommendation over the affordable methods' groupings (resumable runs/)
+    candidates = {m: g for m, g in groupings.items() if not m.startswith("exhaustive")}
+    rec_start = time.perf_counter()
+    rec = stage_recommend(pipe, candidates, pvi)
+    rec_wall = time.perf_counter() - rec_start
+    add_row("recommended", rec.grouping)
     methods_seconds = sum(float(g.cost.seconds) for m, g in candidates.items())
     per_task = {t: {k: getattr(r, k) for k in ("metric", "group", "verdict", "difference", "low", "high",
                                                 "test_difference", "test_low", "test_high")}
                 for t, r in rec.rows.items()}
     harmed = [t for t, r in per_task.items() if r["test_high"] is not None and r["test_high"] < 0]
     gained = [t for t, r in per_task.items() if r["test_low"] is not None and r["test_low"] > 0]
+    payload["recommend_seeds"] = rec.seeds
+    payload["recommendation"] = {
+        "groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
+        "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
+        "trainings": rec.cost["trainings"], "train_seconds": rec.cost["seconds"],
+        "wall_seconds": rec_wall, "candidate_methods_seconds": methods_seconds,
+        "cost_fraction_of_oracle_incl_methods":
+            (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
+        "flags": {t: f for t, f in rec.flags.items() if f}}
+    payload["stages_done"].append("recommend")
+    payload["wall_seconds"] = time.perf_counter() - start
+    write_results(name, payload)
 
     # 4) low resource: the same comparison at --low-resource rows per task
     low_suite = load_shared_nlp_suite(tasks, max_train=low_cap, seed=0)
@@ -402,7 +454,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     low_config = study_config(out / "lowres", methods, seeds, low_epochs, num_groups=args.num_groups,
                               num_tasks=len(tasks), **{**fields, "pvi_num_train_epochs": low_epochs})
     low_table, low_seconds = train_groups(low_suite, low_groups, seeds, low_config, out / "lowres" / "evaluator",
-                                          pipe._tok(), ledger, label="low-resource")
+                                          pipe._tok(), ledger, label="low-resource",
+                                          executor=pipe.executor)
+    pipe.executor.close()
     low_score = {g: {t: float(np.mean(v)) for t, v in per.items()} for g, per in low_table.items()}
     low_stl = {t: low_score[(t,)][t] for t in tasks}
     low_rows = {}
@@ -414,26 +468,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                            "main_cap_gain_vs_stl": float(np.mean(list(main_per.values()))) - stl,
                            "tasks_below_stl": sorted(t for t in tasks if per[t] < low_stl[t] - 1e-12),
                            "per_task_gain": {t: per[t] - low_stl[t] for t in tasks}}
-
-    payload = {
-        "study": "evidence_v2", "finetune": mode, "mode_note": why, "tasks": tasks, "metrics": metric,
-        "seeds": seeds, "recommend_seeds": rec.seeds, "max_train": max_train, "low_resource_cap": low_cap,
-        "settings": settings, "environment": environment(),
-        "wall_seconds": time.perf_counter() - start, "oracle_train_seconds": oracle_seconds,
-        "references": {"single_task": stl, "oracle (test)": oracle, "mean partition": float(all_scores.mean()),
-                       "all_in_one": partition_score([list(tasks)])},
-        "oracle_partition": oracle_partition, "num_partitions": len(partitions),
-        "all_partition_scores": all_scores.tolist(),
-        "methods": rows,
-        "recommendation": {"groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
-                           "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
-                           "trainings": rec.cost["trainings"], "train_seconds": rec.cost["seconds"],
-                           "wall_seconds": rec_wall, "candidate_methods_seconds": methods_seconds,
-                           "cost_fraction_of_oracle_incl_methods":
-                               (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
-                           "flags": {t: f for t, f in rec.flags.items() if f}},
-        "low_resource": {"cap": low_cap, "epochs": low_epochs, "train_seconds": low_seconds, "rows": low_rows},
-    }
+    payload["low_resource"] = {"cap": low_cap, "epochs": low_epochs, "train_seconds": low_seconds, "rows": low_rows}
+    payload["stages_done"].append("lowres")
+    payload["wall_seconds"] = time.perf_counter() - start
     path = write_results(name, payload)
     try:
         from evidence_common import save_oracle_figures

@@ -182,3 +182,73 @@ def test_fidelity_refuses_a_k_whose_scores_are_off_by_more_than_the_tolerance(pa
     verdict = partial_fidelity.compare(_fidelity_scores(-0.045, gap=0.05), ["a", "b"], 0.01)["partial k=1"]
     assert verdict["sign_agreement"] == 1.0 and not verdict["faithful"]
     assert verdict["max_abs_gap"] == pytest.approx(0.05)
+
+
+def test_train_groups_dispatches_only_what_the_ledger_lacks_through_the_executor(tmp_path, evidence_v2,
+                                                                                 monkeypatch):
+    """Without a shard, a seed's missing trainings go to the executor in one batch; ledger entries are reused,
+    and every new training lands in the ledger with its result."""
+    from datasets import Dataset
+
+    from hf_taskgroup.artifacts import data_fingerprint
+    from hf_taskgroup.data.tasks import TaskSpec
+    from hf_taskgroup.executor import SerialExecutor
+    from hf_taskgroup.grouping.evaluators.base import CachedEvaluator
+
+    suite = {t: TaskSpec(name=t, data={"train": Dataset.from_list([{"text": t, "label": "x"}])}) for t in "ab"}
+    data = {t: data_fingerprint(suite[t]) for t in "ab"}
+    groups, config = [("a",), ("b",), ("a", "b")], _Config()
+    ledger = evidence_v2.Ledger(tmp_path / "ledger.json")
+    ledger.put(evidence_v2.training_key(config.train_settings(0).to_dict(), 0, ("a",), data),
+               {"seed": 0, "group": ["a"], "seconds": 3.0, "results": {"a": {"loss": 1.0, "test_accuracy": 0.5}}})
+    trained: list[list[str]] = []
+    batches: list[list] = []
+
+    class Recording(SerialExecutor):
+        def map(self, fn, items, *args, **kwargs):
+            batches.append(list(items))
+            return super().map(fn, batches[-1], *args, **kwargs)
+
+    def train(tasks):
+        trained.append(sorted(tasks))
+        return {t: {"loss": 0.5, "test_accuracy": 0.75} for t in tasks}
+
+    monkeypatch.setattr(evidence_v2, "make_suite_evaluator",
+                        lambda suite, settings, cache, tokenizer=None, executor=None:
+                        CachedEvaluator(train, None, settings.to_dict(), executor=executor))
+    monkeypatch.setattr(evidence_v2, "primary_metric", lambda kind: "accuracy")
+    table, seconds = evidence_v2.train_groups(suite, groups, [0], config, tmp_path / "cache", None, ledger,
+                                              label="test", executor=Recording())
+    assert batches == [[["b"], ["a", "b"]]]  # one dispatch, without the ledger's training
+    assert sorted(trained) == [["a", "b"], ["b"]]
+    assert table[("a",)]["a"] == [0.5] and table[("a", "b")]["b"] == [0.75]
+    for group in groups:
+        assert evidence_v2.Ledger(tmp_path / "ledger.json").get(
+            evidence_v2.training_key(config.train_settings(0).to_dict(), 0, group, data)) is not None
+
+
+def _v2_payload(stages: list[str]) -> dict:
+    payload = {
+        "tasks": ["a", "b"], "settings": {"trainable_layers": 1, "num_train_epochs": 8.0, "learning_rate": 1e-3},
+        "finetune": "partial", "max_train": 300, "seeds": [0], "oracle_train_seconds": 100.0, "num_partitions": 2,
+        "references": {"single_task": 0.5, "all_in_one": 0.4}, "stages_done": stages,
+        "methods": [{"method": "tag", "groups": [["a", "b"]], "score": 0.4, "gain_vs_stl": -0.1,
+                     "fraction_of_oracle_gain": None, "rank": 2, "seconds": 5.0, "trainings": 1,
+                     "cost_fraction_of_oracle": 0.05}],
+        "recommendation": None, "low_resource": None,
+    }
+    if "recommend" in stages:
+        payload["recommendation"] = {
+            "groups": [["a"], ["b"]], "candidate": "single_task", "tasks_gained_beyond_noise": [],
+            "tasks_harmed_beyond_noise": [],
+            "per_task_test": {t: {"metric": "accuracy", "test_difference": 0.0, "test_low": -0.01, "test_high": 0.01,
+                                  "verdict": "no difference"} for t in "ab"}}
+    return payload
+
+
+def test_report_renders_a_v2_run_whose_later_stages_are_still_to_come():
+    report = _benchmark_module("evidence_report")
+    methods_only = report.v2_table(_v2_payload(["oracle", "methods"]))
+    assert "| tag |" in methods_only and "still to come" in methods_only and "Recommendation" not in methods_only
+    with_rec = report.v2_table(_v2_payload(["oracle", "methods", "recommend"]))
+    assert "Recommendation" in with_rec and "low-resource comparison is still to come" in with_rec
