@@ -23,7 +23,14 @@ import tempfile
 import time
 from typing import Any
 
-from common import SharedDataUnavailable, environment, format_table, load_shared_nlp_suite, median, write_results
+from common import (
+    SharedDataUnavailable,
+    environment,
+    format_table,
+    load_shared_nlp_suite,
+    median,
+    write_results,
+)
 
 RESULT_NAME = "eval_sort"
 TASKS = ["glue_sst2", "chemprot", "ner_NCBI-disease", "mqp"]

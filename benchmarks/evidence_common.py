@@ -63,6 +63,14 @@ def open_study(stem: str, quick: bool, tasks: Sequence[str], max_train: int, out
     return suite, name, output_dir or RESULTS_DIR / "evidence" / name
 
 
+def add_executor_arguments(parser: Any) -> None:
+    """``--executor`` and ``--ray_address``: the run's :class:`PipelineConfig` executor fields, with their help and
+    choices (docs/ray.md); apply them with ``dataclasses.replace(config, executor=..., ray_address=...)``."""
+    for name in ("executor", "ray_address"):
+        f = next(f for f in dataclasses.fields(PipelineConfig) if f.name == name)
+        parser.add_argument(f"--{name}", default=f.default, choices=f.metadata.get("choices"), help=f.metadata["help"])
+
+
 def use_feature_cache(folder: Path) -> None:
     """Keep pooled frozen-encoder features on disk under ``folder`` (shared by the studies; unless
     ``$HF_TASKGROUP_FEATURE_CACHE`` already names a folder), so re-runs skip the encoder."""

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, write_results  # noqa: E402
 from evidence_common import (  # noqa: E402
+    add_executor_arguments,
     all_partitions,
     grouping_record,
     metric_objective_groupings,
@@ -47,7 +48,7 @@ from evidence_common import (  # noqa: E402
 )
 
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
-from hf_taskgroup.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from hf_taskgroup.pipeline import Pipeline  # noqa: E402
 from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 
 TASKS = ["glue_stsb", "glue_sst2", "chemprot", "ner_NCBI-disease", "mqp", "medical_abstracts"]
@@ -72,9 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-groups", type=int, default=2,
                         help="groups for the methods that take a number (tag: at most; transfer_gain, random: exactly)")
     parser.add_argument("--output-dir", type=Path, default=None)
-    for name in ("executor", "ray_address"):  # the run's ExecutorOptions fields
-        f = next(f for f in dataclasses.fields(PipelineConfig) if f.name == name)
-        parser.add_argument(f"--{name}", default=f.default, help=f.metadata["help"])
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
     tasks = QUICK_TASKS if args.quick else TASKS
     max_train = args.max_train or (200 if args.quick else 1000)

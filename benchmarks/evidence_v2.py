@@ -64,6 +64,7 @@ from evidence_common import (  # noqa: E402
     V2_LEARNING_RATE,
     V2_MAX_TRAIN,
     V2_TRAINABLE_LAYERS,
+    add_executor_arguments,
     all_partitions,
     grouping_record,
     metric_objective_groupings,
@@ -78,7 +79,7 @@ from evidence_oracle import METHODS, METRIC_METHODS, QUICK_TASKS, TASKS, subsets
 from hf_taskgroup.grouping import available_methods  # noqa: E402
 from hf_taskgroup.grouping.evaluators.text import make_suite_evaluator  # noqa: E402
 from hf_taskgroup.grouping.recommend import stage_recommend  # noqa: E402
-from hf_taskgroup.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from hf_taskgroup.pipeline import Pipeline  # noqa: E402
 from hf_taskgroup.training.metrics import primary_metric  # noqa: E402
 from hf_taskgroup.training.train import TrainSettings  # noqa: E402
 from hf_taskgroup.utils import atomic_write_json  # noqa: E402
@@ -301,10 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=V2_BATCH_SIZE)
     parser.add_argument("--num-groups", type=int, default=2)
     parser.add_argument("--output-dir", type=Path, default=None)
-    for name in ("executor", "ray_address"):  # the run's ExecutorArguments fields (docs/ray.md)
-        f = next(f for f in dataclasses.fields(PipelineConfig) if f.name == name)
-        parser.add_argument(f"--{name}", default=f.default, choices=f.metadata.get("choices"),
-                            help=f.metadata["help"])
+    add_executor_arguments(parser)
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="train only oracle trainings I, I+N, I+2N, ... and stop (run N workers, then once "
                              "without --shard; they share the ledger)")

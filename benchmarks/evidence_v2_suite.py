@@ -25,6 +25,7 @@ evidence_v2_suite[_quick]_progress.json`` says how far the run got (and holds wh
     OMP_NUM_THREADS=1 python benchmarks/evidence_v2_suite.py --quick   # 5 tasks, 60 rows, 1 epoch, 2 seeds
     python benchmarks/evidence_v2_suite.py                             # 13 tasks, the v2 settings, 3 seeds
     python benchmarks/evidence_v2_suite.py --score-methods             # ... and every method's groups scored
+    python benchmarks/evidence_v2_suite.py --executor ray              # trainings two at a time (docs/ray.md)
 
 Cost estimate of the full run (from the quick run's timings, scaled; see the end of this docstring for how):
 - Quick run measured (5 tasks, 60 rows, 1 epoch, 2 seeds, from scratch on a machine at load ~7 on 2 cores):
@@ -53,6 +54,7 @@ benchmarks/results/evidence/evidence_v2_suite_<mode>[_quick]/ (ignored by git, n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -68,6 +70,7 @@ from evidence_common import (  # noqa: E402
     V2_LEARNING_RATE,
     V2_MAX_TRAIN,
     V2_TRAINABLE_LAYERS,
+    add_executor_arguments,
     grouping_record,
     open_study,
     run_grouping_stages,
@@ -150,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "trainings, plus groups holding a task flagged not learned)")
     parser.add_argument("--no-claims", action="store_true", help="skip part 2 (the PVI claims' trainings)")
     parser.add_argument("--output-dir", type=Path, default=None)
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
     mode, why = choose_mode(args.finetune)
     print(why, flush=True)
@@ -175,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           every_k_steps=max(1, min(50, steps // 4)), **fields)
     if args.quick:  # a smoke run: gradients of at most 60 examples (2 labels / tokens each) per task and split
         config.method_options["grad_estimate"].update(max_examples=60, max_units_per_example=2)
+    config = dataclasses.replace(config, executor=args.executor, ray_address=args.ray_address)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)
