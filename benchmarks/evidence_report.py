@@ -210,12 +210,19 @@ def v2_progress_table(d: dict[str, Any]) -> str:
         aio = table.get(everything, {}).get(t)
         aio_txt = (_f(mean(aio) - mean_single, "+.4f") if aio and all(i < len(aio) and aio[i] is not None for i in seeds)
                    else "not yet")
+        # the same sign in every seed (paired by seed): with 3 seeds, a 1-in-4 chance for a group without effect
+        below = sum(all(v[i] < single[i] for i in seeds) for _, v in groups)  # type: ignore[operator]
+        above = sum(all(v[i] > single[i] for i in seeds) for _, v in groups)  # type: ignore[operator]
         per_task.append([t, str(n), _f(mean_single), aio_txt, f"{mean(best[1]) - mean_single:+.4f} ({best[0]})",
-                         f"{mean(worst[1]) - mean_single:+.4f} ({worst[0]})", str(len(groups))])
+                         f"{mean(worst[1]) - mean_single:+.4f} ({worst[0]})", str(below), str(above),
+                         str(len(groups))])
     if per_task:
-        lines += ["Per task, over the groups trained so far (gain = group minus single-task, same seeds):", "",
+        lines += ["Per task, over the groups trained so far (gain = group minus single-task, same seeds; \"below / "
+                  "above in every seed\": how many groups are on that side of single-task in each seed; a group "
+                  "without effect is, by chance, with probability 1/2^seeds):", "",
                   markdown_table(["task", "seeds", "single-task", "all-in-one gain", "best group gain",
-                                  "worst group gain", "groups so far"], per_task)]
+                                  "worst group gain", "below in every seed", "above in every seed",
+                                  "groups so far"], per_task)]
     return "\n".join(lines)
 
 
