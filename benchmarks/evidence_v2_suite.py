@@ -132,6 +132,7 @@ def recommendation_record(rec: Any, candidates: Mapping[str, Grouping], wall: fl
             "candidates": {n: {"initial_groups": c.initial_groups, "groups": c.groups, "split_out": c.split_out,
                                "mean_validation_gain": c.mean_gain, "parameters": c.parameters}
                            for n, c in rec.candidates.items()},
+            "screened_out": rec.screened_out,
             "seeds": rec.seeds, "confidence": rec.confidence, "bootstrap_samples": rec.bootstrap_samples}
 
 
@@ -145,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=V2_LEARNING_RATE)
     parser.add_argument("--batch-size", type=int, default=V2_BATCH_SIZE)
     parser.add_argument("--recommend-seeds", type=int, default=None, help="seeds of the recommendation (default 3; quick 2)")
+    parser.add_argument("--recommend-screen", type=int, default=0,
+                        help="the recommendation's screening (PipelineConfig.recommend_screen): keep the N best "
+                             "candidates after the first seed (0: off)")
     parser.add_argument("--bootstrap-samples", type=int, default=1000)
     parser.add_argument("--num-groups", type=int, default=None,
                         help="groups for the methods that take a number (default 4 as in evidence_suite.py; quick 2)")
@@ -181,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config.method_options["grad_estimate"].update(max_examples=60, max_units_per_example=2)
     config = dataclasses.replace(config, executor=args.executor, ray_address=args.ray_address)
     config.recommend_seeds, config.bootstrap_samples = rec_seeds, args.bootstrap_samples
+    config.recommend_screen = args.recommend_screen
     config.publish_method = methods[0]  # a study: no model folders for the recommended groups
     pipe = Pipeline(config, suite=suite)
     settings = config.train_settings(seeds[0]).to_dict()

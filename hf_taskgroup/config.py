@@ -494,6 +494,10 @@ class RecommendArguments(ConfigBase):
     recommend_seeds: int = knob(3, ge=1, help=(
         "seeds each candidate group is trained with for the recommendation (the run's seeds first, then the next "
         "integers)"))
+    recommend_screen: int = knob(0, ge=0, help=(
+        "screening: train every candidate's groups with the first seed only, keep the N candidates with the best "
+        "mean validation gain on that seed (single-task always stays), and train only those with the other seeds "
+        "(0: no screening, every candidate gets every seed)"))
     bootstrap_samples: int = knob(1000, ge=0, help=(
         "bootstrap resamples of the validation examples for each task's interval (0: no interval)"))
     confidence: float = knob(0.95, gt=0, lt=1, help="confidence level of the recommendation's intervals")

@@ -151,6 +151,55 @@ def test_ties_go_to_fewer_parameters():
         assert rec.candidate == max(gains, key=gains.get)
 
 
+def test_screening_keeps_the_best_candidates_and_trains_only_them_with_every_seed():
+    suite = FakeSuite({t: "classification" for t in "abcd"})
+    good = {("a", "b"), ("c", "d")}  # the pairs of "best"; every other group loses
+
+    def acc(task, group, split):
+        if len(group) == 1:
+            return 0.75
+        return 0.85 if group in good else 0.6
+
+    candidates = {"best": [["a", "b"], ["c", "d"]], "bad_pairs": [["a", "c"], ["b", "d"]],
+                  "all_in_one": [["a", "b", "c", "d"]], "worse_triple": [["a", "b", "c"], ["d"]]}
+    full_calls, screened_calls = [], []
+    full = recommend_grouping(suite, candidates, make_train(acc, calls=full_calls), seeds=[0, 1, 2],
+                              bootstrap_samples=100)
+    rec = recommend_grouping(suite, candidates, make_train(acc, calls=screened_calls), seeds=[0, 1, 2],
+                             bootstrap_samples=100, screen=1)
+    assert rec.candidate == full.candidate == "best" and rec.grouping.groups == full.grouping.groups
+    assert set(rec.candidates) == {"best", "single_task"}
+    assert set(rec.screened_out) == {"bad_pairs", "all_in_one", "worse_triple"}
+    assert all(gain < 0 for gain in rec.screened_out.values())
+    # a screened-out candidate's groups were trained with the first seed only; the kept ones with every seed
+    assert {s for g, s in screened_calls if g == ("a", "c")} == {0}
+    assert {s for g, s in screened_calls if g == ("a", "b", "c", "d")} == {0}
+    assert {s for g, s in screened_calls if g == ("a", "b")} == {0, 1, 2}
+    assert len(screened_calls) < len(full_calls) and len(screened_calls) == len(set(screened_calls))
+    assert rec.grouping.params["screened_out"] == rec.screened_out
+    json.dumps(rec.to_dict())
+    from hf_taskgroup.report.render import render_recommendation
+
+    text = "\n".join(render_recommendation(rec.to_dict()))
+    assert "Screened out after the first seed" in text and "bad_pairs (" in text
+    # through train_many (an executor): the screening batch holds the grouped candidates' first seed only
+    batches = []
+    train = make_train(acc)
+
+    def train_many(jobs):
+        batches.append([(tuple(t), seed) for t, seed in jobs])
+        return [train(t, seed) for t, seed in jobs]
+
+    again = recommend_grouping(suite, candidates, train, seeds=[0, 1, 2], bootstrap_samples=100, screen=1,
+                               train_many=train_many)
+    assert again.candidate == "best"
+    assert {seed for seed in (s for _, s in batches[1])} == {0} and ("a", "c") in {g for g, _ in batches[1]}
+    assert {(g, s) for g, s in batches[2]} == {(g, s) for g in (("a", "b"), ("c", "d")) for s in (1, 2)}
+    # nothing to screen: as many candidates as kept
+    assert not recommend_grouping(suite, {"best": candidates["best"]}, make_train(acc), seeds=[0, 1],
+                                  bootstrap_samples=0, screen=1).screened_out
+
+
 def _record(pred, y):
     return {"type": "classification", "predictions": list(map(int, pred)), "labels": list(map(int, y))}
 

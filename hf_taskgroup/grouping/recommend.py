@@ -262,6 +262,8 @@ class Recommendation:
     bootstrap_samples: int
     cost: dict[str, Any]
     results: dict[str, dict[int, Mapping[str, Any]]] = field(default_factory=dict, repr=False)
+    #: candidates dropped by screening (``screen``), with their mean validation gain on the first seed
+    screened_out: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean_gain(self) -> float:
@@ -279,7 +281,7 @@ class Recommendation:
             "seeds": self.seeds, "split": self.split, "report_split": self.report_split,
             "confidence": self.confidence, "bootstrap_samples": self.bootstrap_samples, "cost": self.cost,
             "candidates": {n: c.to_dict() for n, c in self.candidates.items()},
-            "grouping": self.grouping.to_dict(),
+            "screened_out": self.screened_out, "grouping": self.grouping.to_dict(),
         }
 
 
@@ -300,6 +302,7 @@ def recommend_grouping(
     tokenizer: Any = None,
     random_state: int = 0,
     train_many: Callable[[list[tuple[list[str], int]]], list[Mapping[str, Any]]] | None = None,
+    screen: int = 0,
 ) -> Recommendation:
     """Choose the grouping to train (see the module docstring).
 
@@ -318,6 +321,12 @@ def recommend_grouping(
             each step needs at once (every single task, every candidate's groups, the reduced groups of a
             split-out round) go through it, so an executor can run them side by side; ``train`` still
             serves anything not prefetched.
+        screen: with ``N > 0`` and more than ``N`` candidates besides single-task, every candidate's groups are
+            first trained with ``seeds[0]`` only; the ``N`` candidates with the best mean validation gain on that
+            seed (paired with single-task of the same seed; ties: fewer groups) go on to every seed and the
+            split-out rounds, the others are listed in ``Recommendation.screened_out`` with that gain. Single-task
+            always goes on. It saves ``(seeds - 1)`` trainings of every screened-out candidate's groups; the
+            guarantee (no member harmed beyond its interval on validation) holds for the kept candidates as before.
 
     Example::
 
@@ -368,6 +377,9 @@ def recommend_grouping(
     for name, groups in named.items():
         partitions.setdefault(_normalise(groups, tasks, excluded), []).append(name)
 
+    screened_out: dict[str, float] = {}
+    if screen > 0 and len(seeds) > 1 and len(partitions) > screen + 1:
+        partitions, screened_out = _screen(search, partitions, screen, seeds[0])
     results: dict[str, CandidateResult] = {}
     search.prefetch([list(g) for partition in partitions for g in partition])
     for partition, names in partitions.items():
@@ -378,7 +390,7 @@ def recommend_grouping(
     grouping = Grouping(
         groups=[list(g) for g in best.groups], method="recommended", tasks=tasks,
         params={"candidate": best.name, "seeds": seeds, "split": split, "confidence": confidence,
-                "bootstrap_samples": bootstrap_samples},
+                "bootstrap_samples": bootstrap_samples, "screen": screen, "screened_out": screened_out},
         scores={"verdicts": {t: r.verdict for t, r in best.rows.items()},
                 "validation_gain": {t: r.difference for t, r in best.rows.items()},
                 "flags": {t: f for t, f in flags.items() if f}, "split_out": best.split_out},
@@ -390,7 +402,37 @@ def recommend_grouping(
         parameters=best.parameters, single_task_parameters=single_params, seeds=seeds, split=split,
         report_split=report_split, confidence=confidence, bootstrap_samples=bootstrap_samples,
         cost={"trainings": search.trainings, "seconds": search.seconds}, results=search.results,
+        screened_out=screened_out,
     )
+
+
+def _screen(search: _Search, partitions: Mapping[tuple[tuple[str, ...], ...], list[str]], keep: int, seed: int
+            ) -> tuple[dict[tuple[tuple[str, ...], ...], list[str]], dict[str, float]]:
+    """The ``keep`` partitions with the best mean validation gain on ``seed`` alone (single-task always kept),
+    and ``{name: that gain}`` of the others."""
+    grouped = [list(g) for partition in partitions for g in partition if len(g) > 1]
+    search.prefetch(grouped, seeds=[seed])
+    gains: dict[tuple[tuple[str, ...], ...], float] = {}
+    for partition in partitions:
+        diffs = []
+        for g in partition:
+            for t in g:
+                if len(g) == 1:
+                    diffs.append(0.0)
+                    continue
+                metric = search.run([t], seed)["primary"][t]
+                sign = 1.0 if greater_is_better(metric) else -1.0
+                together, alone = (score(search.record(search.run(members, seed), t, search.split), metric,
+                                         search.labels(t)) for members in (g, [t]))
+                diffs.append(sign * (together - alone))
+        gains[partition] = float(np.mean(diffs))
+    single = next(p for p, names in partitions.items() if SINGLE_TASK in names)
+    ranked = sorted((p for p in partitions if p != single), key=lambda p: (-round(gains[p], 12), len(p)))
+    kept = {p: partitions[p] for p in [*ranked[:keep], single]}
+    out = {" = ".join(partitions[p]): gains[p] for p in ranked[keep:]}
+    logger.info("recommendation: screened on seed %d, kept %s; screened out %s", seed,
+                [" = ".join(n) for n in kept.values()], sorted(out))
+    return kept, out
 
 
 def _normalise(groups: Sequence[Sequence[str]], tasks: Sequence[str], excluded: set[str]) -> tuple[tuple[str, ...], ...]:
@@ -420,8 +462,9 @@ class _Search:
         self.seconds = 0.0
         self.train_many: Callable[[list[tuple[list[str], int]]], list[Mapping[str, Any]]] | None = None
 
-    def prefetch(self, groups: Sequence[Sequence[str]]) -> None:
-        """Train every (group, seed) not trained yet in one ``train_many`` call (nothing without one)."""
+    def prefetch(self, groups: Sequence[Sequence[str]], seeds: Sequence[int] | None = None) -> None:
+        """Train every (group, seed) not trained yet in one ``train_many`` call (nothing without one); ``seeds``
+        defaults to all of the search's seeds."""
         from hf_taskgroup.report.evaluation import group_name
 
         if self.train_many is None:
@@ -430,7 +473,8 @@ class _Search:
         for group in groups:
             members = sorted(group)
             done = self.results.get(group_name(members), {})
-            todo += [(members, seed) for seed in self.seeds if seed not in done and (members, seed) not in todo]
+            todo += [(members, seed) for seed in (self.seeds if seeds is None else seeds)
+                     if seed not in done and (members, seed) not in todo]
         if not todo:
             return
         for (members, seed), res in zip(todo, self.train_many(todo), strict=True):
@@ -442,18 +486,20 @@ class _Search:
         return self.infos[task].get("id2label")
 
     def runs(self, group: Sequence[str]) -> list[Mapping[str, Any]]:
+        return [self.run(group, seed) for seed in self.seeds]
+
+    def run(self, group: Sequence[str], seed: int) -> Mapping[str, Any]:
+        """The training of ``group`` with one ``seed`` (trained here unless prefetched)."""
         from hf_taskgroup.report.evaluation import group_name
 
         members = sorted(group)
-        key = group_name(members)
-        store = self.results.setdefault(key, {})
-        for seed in self.seeds:
-            if seed not in store:
-                res = self.train(list(members), seed)
-                store[seed] = res
-                self.trainings += 1
-                self.seconds += float(res.get("train_seconds") or 0.0)
-        return [store[s] for s in self.seeds]
+        store = self.results.setdefault(group_name(members), {})
+        if seed not in store:
+            res = self.train(list(members), seed)
+            store[seed] = res
+            self.trainings += 1
+            self.seconds += float(res.get("train_seconds") or 0.0)
+        return store[seed]
 
     def record(self, run: Mapping[str, Any], task: str, split: str) -> Mapping[str, Any]:
         try:
@@ -583,6 +629,7 @@ def stage_recommend(pipeline: Any, groupings: Mapping[str, Grouping], pvi: Mappi
         pipeline.suite, dict(groupings), lambda tasks, seed: pipeline.train_cached(tasks, seed), seeds=seeds,
         split=cfg.pvi_split, report_split=cfg.eval_split, bootstrap_samples=cfg.bootstrap_samples,
         confidence=cfg.confidence, collapsed=collapsed, train_many=pipeline.train_cached_many,
+        screen=cfg.recommend_screen,
     )
     if cfg.published_method == "recommended":
         for group in rec.grouping.groups:

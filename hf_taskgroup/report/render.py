@@ -249,6 +249,10 @@ def render_recommendation(rec: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {name}{mark} | " + "; ".join("{" + ", ".join(g) + "}" for g in c["groups"])
                      + f" | {', '.join(c['split_out']) or '-'} | {c['mean_gain']:+.3f} | {c['parameters'] / 1e6:.1f} |")
     lines.append("")
+    screened = rec.get("screened_out") or {}
+    if screened:
+        lines += [f"Screened out after the first seed (`--recommend_screen`; mean {rec['split']} gain on that seed): "
+                  + ", ".join(f"{name} ({gain:+.3f})" for name, gain in screened.items()) + ".", ""]
     return lines
 
 
