@@ -252,3 +252,38 @@ def test_report_renders_a_v2_run_whose_later_stages_are_still_to_come():
     assert "| tag |" in methods_only and "still to come" in methods_only and "Recommendation" not in methods_only
     with_rec = report.v2_table(_v2_payload(["oracle", "methods", "recommend"]))
     assert "Recommendation" in with_rec and "low-resource comparison is still to come" in with_rec
+
+
+def test_recommend_screen_replays_a_recommendation_from_its_cached_runs(tmp_path):
+    """The replay reproduces the recorded (unscreened) recommendation from runs/ alone, and screening asks for a
+    subset of those trainings; a missing training is one clear error."""
+    from test_recommend import FakeSuite, make_train
+
+    from hf_taskgroup.grouping.recommend import recommend_grouping
+    from hf_taskgroup.report.evaluation import group_name
+
+    replay_module = _benchmark_module("recommend_screen")
+    suite = FakeSuite({t: "classification" for t in "abcd"})
+    good = {("a", "b"), ("c", "d")}
+    stub = make_train(lambda task, group, split: 0.75 if len(group) == 1 else 0.85 if group in good else 0.6)
+
+    def train(tasks, seed):  # like the pipeline: every training cached as runs/<group>/seed<k>.json
+        run = stub(tasks, seed)
+        path = tmp_path / "runs" / group_name(sorted(tasks)) / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run))
+        return run
+
+    candidates = {"best": [["a", "b"], ["c", "d"]], "bad_pairs": [["a", "c"], ["b", "d"]],
+                  "all_in_one": [["a", "b", "c", "d"]]}
+    rec = recommend_grouping(suite, candidates, train, seeds=[0, 1, 2], bootstrap_samples=50)
+    (tmp_path / "recommendation.json").write_text(json.dumps(rec.to_dict()))
+    result = replay_module.replay(tmp_path, suite, [1])
+    unscreened, screened = result["rows"]
+    assert result["replay_matches_record"] and unscreened["groups"] == rec.grouping.groups
+    assert unscreened["trainings"] == rec.cost["trainings"]
+    assert screened["same_groups_as_unscreened"] and screened["trainings"] < unscreened["trainings"]
+    assert set(screened["screened_out"]) == {"bad_pairs", "all_in_one"}
+    (tmp_path / "runs" / group_name(["a", "b"]) / "seed2.json").unlink()
+    with pytest.raises(SystemExit, match="missing"):
+        replay_module.replay(tmp_path, suite, [1])
