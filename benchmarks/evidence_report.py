@@ -255,6 +255,12 @@ def v2_table(d: dict[str, Any]) -> str:
     lines.append(markdown_table(["task", "metric", "test gain", "interval", "verdict (validation)"], per))
     lines += ["", f"Gain beyond noise: {len(rec['tasks_gained_beyond_noise'])}/{len(d['tasks'])}; harmed beyond noise: "
               f"{len(rec['tasks_harmed_beyond_noise'])} {rec['tasks_harmed_beyond_noise']}.", ""]
+    if rec.get("candidates"):
+        cands = sorted(rec["candidates"].items(), key=lambda x: -x[1]["mean_validation_gain"])
+        lines += ["Candidates after the split-out rounds (mean validation gain over single-task):", "",
+                  markdown_table(["candidate", "groups", "split out", "mean validation gain"],
+                                 [[n, _groups(c["groups"]), ", ".join(c["split_out"]) or "-",
+                                   _f(c["mean_validation_gain"], "+.4f")] for n, c in cands]), ""]
     low = d.get("low_resource")
     if low is None:
         lines += ["The low-resource comparison is still to come (`python benchmarks/evidence_v2.py` resumes)."]

@@ -432,7 +432,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "wall_seconds": rec_wall, "candidate_methods_seconds": methods_seconds,
         "cost_fraction_of_oracle_incl_methods":
             (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
-        "flags": {t: f for t, f in rec.flags.items() if f}}
+        "flags": {t: f for t, f in rec.flags.items() if f},
+        "candidates": {n: {"initial_groups": c.initial_groups, "groups": c.groups, "split_out": c.split_out,
+                           "mean_validation_gain": c.mean_gain, "rounds": c.rounds}
+                       for n, c in rec.candidates.items()},
+        "screened_out": rec.screened_out}
     payload["stages_done"].append("recommend")
     payload["wall_seconds"] = time.perf_counter() - start
     write_results(name, payload)
