@@ -269,3 +269,29 @@ def save_gain_figure(evaluations: Mapping[str, Any], tasks: Sequence[str], path_
     path = save_figure(fig, FIGURES_DIR / f"{path_name}.png")
     plt.close(fig)
     return path
+
+
+def recommendation_record(rec: Any, candidates: Mapping[str, Grouping], wall: float) -> dict[str, Any]:
+    """Per-task test gains with intervals, tasks gained / harmed beyond noise, flags, parameters and cost."""
+    per_task = {t: {k: getattr(r, k) for k in ("metric", "group", "verdict", "single", "grouped", "difference", "low",
+                                                "high", "test_single", "test_grouped", "test_difference", "test_low",
+                                                "test_high")}
+                for t, r in rec.rows.items()}
+    harmed = [t for t, r in per_task.items() if r["test_high"] is not None and r["test_high"] < 0]
+    gained = [t for t, r in per_task.items() if r["test_low"] is not None and r["test_low"] > 0]
+    own = [g for m, g in candidates.items() if not m.startswith("pvi_")]  # the PVI variants share the PVI stage
+    methods_seconds = sum(float(g.cost.seconds) for g in own)
+    methods_trainings = sum(int(g.cost.trainings) for g in own)
+    return {"groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
+            "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
+            "flags": {t: f for t, f in rec.flags.items() if f},
+            "parameters": rec.parameters, "single_task_parameters": rec.single_task_parameters,
+            "parameters_saved": rec.single_task_parameters - rec.parameters,
+            "trainings": rec.cost["trainings"], "train_seconds": rec.cost["seconds"], "wall_seconds": wall,
+            "candidate_methods_trainings": methods_trainings, "candidate_methods_seconds": methods_seconds,
+            "candidates": {n: {"initial_groups": c.initial_groups, "groups": c.groups, "split_out": c.split_out,
+                               "mean_validation_gain": c.mean_gain, "parameters": c.parameters,
+                               "rounds": c.rounds}
+                           for n, c in rec.candidates.items()},
+            "screened_out": rec.screened_out,
+            "seeds": rec.seeds, "confidence": rec.confidence, "bootstrap_samples": rec.bootstrap_samples}

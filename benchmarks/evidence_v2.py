@@ -69,6 +69,7 @@ from evidence_common import (  # noqa: E402
     grouping_record,
     metric_objective_groupings,
     open_study,
+    recommendation_record,
     run_grouping_stages,
     study_config,
     training_key,
@@ -418,25 +419,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     rec = stage_recommend(pipe, candidates, pvi)
     rec_wall = time.perf_counter() - rec_start
     add_row("recommended", rec.grouping)
-    methods_seconds = sum(float(g.cost.seconds) for m, g in candidates.items())
-    per_task = {t: {k: getattr(r, k) for k in ("metric", "group", "verdict", "difference", "low", "high",
-                                                "test_difference", "test_low", "test_high")}
-                for t, r in rec.rows.items()}
-    harmed = [t for t, r in per_task.items() if r["test_high"] is not None and r["test_high"] < 0]
-    gained = [t for t, r in per_task.items() if r["test_low"] is not None and r["test_low"] > 0]
-    payload["recommend_seeds"] = rec.seeds
-    payload["recommendation"] = {
-        "groups": rec.grouping.groups, "candidate": rec.candidate, "per_task_test": per_task,
-        "tasks_gained_beyond_noise": gained, "tasks_harmed_beyond_noise": harmed,
-        "trainings": rec.cost["trainings"], "train_seconds": rec.cost["seconds"],
-        "wall_seconds": rec_wall, "candidate_methods_seconds": methods_seconds,
-        "cost_fraction_of_oracle_incl_methods":
-            (rec.cost["seconds"] + methods_seconds) / oracle_seconds if oracle_seconds else None,
-        "flags": {t: f for t, f in rec.flags.items() if f},
-        "candidates": {n: {"initial_groups": c.initial_groups, "groups": c.groups, "split_out": c.split_out,
-                           "mean_validation_gain": c.mean_gain, "rounds": c.rounds}
-                       for n, c in rec.candidates.items()},
-        "screened_out": rec.screened_out}
+    record = recommendation_record(rec, candidates, rec_wall)
+    record["cost_fraction_of_oracle_incl_methods"] = (
+        (rec.cost["seconds"] + record["candidate_methods_seconds"]) / oracle_seconds if oracle_seconds else None)
+    per_task, gained, harmed = (record[k] for k in ("per_task_test", "tasks_gained_beyond_noise",
+                                                    "tasks_harmed_beyond_noise"))
+    payload["recommendation"] = record
     payload["stages_done"].append("recommend")
     payload["wall_seconds"] = time.perf_counter() - start
     write_results(name, payload)

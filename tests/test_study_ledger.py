@@ -287,3 +287,24 @@ def test_recommend_screen_replays_a_recommendation_from_its_cached_runs(tmp_path
     (tmp_path / "runs" / group_name(["a", "b"]) / "seed2.json").unlink()
     with pytest.raises(SystemExit, match="missing"):
         replay_module.replay(tmp_path, suite, [1])
+
+
+def test_recommendation_record_counts_the_shared_pvi_stage_once():
+    from test_recommend import FakeSuite, make_train
+
+    from hf_taskgroup.grouping import Grouping
+    from hf_taskgroup.grouping.recommend import recommend_grouping
+    from hf_taskgroup.grouping.result import GroupingCost
+
+    common = _benchmark_module("evidence_common")
+    suite = FakeSuite({t: "classification" for t in "ab"})
+
+    def grouping(method: str, seconds: float) -> Grouping:
+        return Grouping(groups=[["a", "b"]], method=method, tasks=["a", "b"], params={}, scores={},
+                        cost=GroupingCost(trainings=2, seconds=seconds))
+
+    candidates = {"pvi": grouping("pvi", 10.0), "pvi_ks": grouping("pvi_ks", 10.0), "tag": grouping("tag", 5.0)}
+    rec = recommend_grouping(suite, candidates, make_train(lambda t, g, s: 0.8), seeds=[0], bootstrap_samples=0)
+    record = common.recommendation_record(rec, candidates, wall=1.0)
+    assert record["candidate_methods_seconds"] == 15.0 and record["candidate_methods_trainings"] == 4
+    assert set(record["per_task_test"]) == {"a", "b"} and "rounds" in next(iter(record["candidates"].values()))
