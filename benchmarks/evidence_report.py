@@ -405,6 +405,13 @@ def partial_fidelity_table(d: dict[str, Any]) -> str:
     if conv.get("rise"):
         note = (f"\n\n`full` single-task validation, {conv['epochs'][0]:g} against {conv['epochs'][1]:g} epochs (seed "
                 f"{d['seeds'][0]}): " + ", ".join(f"{t} {r:+.3f}" for t, r in conv["rise"].items()) + ".")
+    rates = (d.get("full_rate_check") or {}).get("learning_rates") or {}
+    if rates:
+        ref = d["full_rate_check"]["reference"]
+        note += "\n\n`full` single-task test scores at other learning rates (seed " + f"{d['seeds'][0]}): " + "; ".join(
+            f"lr {lr}: " + ", ".join(f"{t} {r['test']:.3f}" for t, r in per.items()) for lr, per in rates.items())
+        note += " (at " + "; ".join(f"lr {lr}: " + ", ".join(f"{t} {v:.3f}" for t, v in per.items())
+                                    for lr, per in ref.items()) + ")."
     k = d.get("smallest_faithful_k")
     return (f"Seeds {d['seeds']}, {d['max_train']} training rows per task, {d['epochs']:g} epochs; partial at lr "
             f"{d['learning_rate_partial']:g}, full at {d['learning_rate_full']:g}; tolerance "
