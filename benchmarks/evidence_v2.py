@@ -49,7 +49,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,12 +235,16 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
     for seed in seeds:
         settings = config.train_settings(seed)
         ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer, executor=executor)
+
+        def resume(group: tuple[str, ...], entry: Mapping[str, Any] | None) -> None:
+            """A training the committed ledger holds goes into the evaluator's cache (not trained again)."""
+            if entry is not None and not ev.is_cached(group):
+                ev._store(group, entry["results"], float(entry["seconds"]))
+
         if shard is None and executor is not None:
             for group in groups:  # the ledger first, so that only missing trainings are dispatched
                 group = tuple(sorted(group))
-                entry = ledger.get(training_key(settings.to_dict(), seed, group, data))
-                if not ev.is_cached(group) and entry is not None:
-                    ev._store(group, entry["results"], float(entry["seconds"]))
+                resume(group, ledger.get(training_key(settings.to_dict(), seed, group, data)))
             ev.evaluate_many([list(g) for g in groups if not ev.is_cached(tuple(sorted(g)))], progress=True)
         for group in groups:
             position += 1
@@ -253,8 +257,7 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
                     entry = ledger.get(key)
                 if entry is None and not ev.is_cached(group):
                     continue  # another worker's training, not finished yet
-            if not ev.is_cached(group) and entry is not None:
-                ev._store(group, entry["results"], float(entry["seconds"]))  # resume from the committed ledger
+            resume(group, entry)
             result = ev(list(group))
             secs = float(ev.training_seconds(group) or 0.0)
             if entry is None:
