@@ -211,6 +211,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
+def _resume(ev: Any, group: tuple[str, ...], entry: Mapping[str, Any] | None) -> None:
+    """A training the committed ledger holds goes into the evaluator's cache (so it is not trained again)."""
+    if entry is not None and not ev.is_cached(group):
+        ev._store(group, entry["results"], float(entry["seconds"]))
+
+
 def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[int], config: Any, cache: Path,
                  tokenizer: Any, ledger: Ledger, *, label: str, on_result: Any = None,
                  shard: tuple[int, int] | None = None, executor: Any = None,
@@ -236,15 +242,10 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
         settings = config.train_settings(seed)
         ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer, executor=executor)
 
-        def resume(group: tuple[str, ...], entry: Mapping[str, Any] | None) -> None:
-            """A training the committed ledger holds goes into the evaluator's cache (not trained again)."""
-            if entry is not None and not ev.is_cached(group):
-                ev._store(group, entry["results"], float(entry["seconds"]))
-
         if shard is None and executor is not None:
             for group in groups:  # the ledger first, so that only missing trainings are dispatched
                 group = tuple(sorted(group))
-                resume(group, ledger.get(training_key(settings.to_dict(), seed, group, data)))
+                _resume(ev, group, ledger.get(training_key(settings.to_dict(), seed, group, data)))
             ev.evaluate_many([list(g) for g in groups if not ev.is_cached(tuple(sorted(g)))], progress=True)
         for group in groups:
             position += 1
@@ -257,7 +258,7 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
                     entry = ledger.get(key)
                 if entry is None and not ev.is_cached(group):
                     continue  # another worker's training, not finished yet
-            resume(group, entry)
+            _resume(ev, group, entry)
             result = ev(list(group))
             secs = float(ev.training_seconds(group) or 0.0)
             if entry is None:
