@@ -15,8 +15,8 @@ agrees. A k is *faithful* when every task's single-task and all-in-one scores ar
 none. ``--full-more-epochs`` (default twice the epochs; 0 to skip) also trains ``full`` single-task models longer
 on the first seed and reports the validation rise, to show the ``full`` baseline is converged;
 ``--full-rate-check LR ...`` trains ``full`` single-task models at other learning rates on the first seed (a task
-that ``full`` does not learn at ``--full-learning-rate`` may at a smaller one). ``--check-tasks`` limits both checks
-to some tasks.
+that ``full`` does not learn at ``--full-learning-rate`` may at a smaller one). ``--check-tasks`` and
+``--rate-check-tasks`` limit the two checks to some tasks.
 
 The k = V2_TRAINABLE_LAYERS (1) trainings have exactly the oracle's settings, so they are read from evidence
 v2's ledger (``benchmarks/results/evidence_v2_ledger.json``) when the oracle has them; the others go to this
@@ -27,7 +27,7 @@ study's ledger ``benchmarks/results/partial_fidelity[_quick]_ledger.json`` (comm
     OMP_NUM_THREADS=1 python benchmarks/partial_fidelity.py --shard 0/2 &
     OMP_NUM_THREADS=1 python benchmarks/partial_fidelity.py --shard 1/2; python benchmarks/partial_fidelity.py
     python benchmarks/partial_fidelity.py --seeds 0 --groups --full-more-epochs 16 --full-rate-check 5e-5 2e-5 \
-        --check-tasks glue_stsb     # seed 0, single-task and all-in-one only, and the two checks on one task
+        --rate-check-tasks glue_stsb   # seed 0, single-task and all-in-one only, the rate check on one task
 
 Writes benchmarks/results/partial_fidelity[_quick].json.
 """
@@ -120,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also train full single-task models at these learning rates on the first seed (e.g. "
                              "5e-5 2e-5) and report their validation and test scores")
     parser.add_argument("--check-tasks", nargs="+", default=None,
-                        help="the tasks of the two checks above (default: every task)")
+                        help="the tasks of the --full-more-epochs check (default: every task)")
+    parser.add_argument("--rate-check-tasks", nargs="+", default=None,
+                        help="the tasks of the --full-rate-check (default: every task)")
     parser.add_argument("--groups", nargs="*", default=None,
                         help="further groups, 'a+b+c' (default: the two triples of DEFAULT_EXTRA_GROUPS; quick none)")
     parser.add_argument("--pairs", action="store_true", help="also every pair of tasks")
@@ -139,10 +141,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted({t for g in extra for t in g} - set(tasks))
     if unknown:
         raise SystemExit(f"error: --groups names task(s) {unknown} that are not among {tasks}")
-    check_tasks = list(args.check_tasks or tasks)
-    unknown = sorted(set(check_tasks) - set(tasks))
-    if unknown:
-        raise SystemExit(f"error: --check-tasks names task(s) {unknown} that are not among {tasks}")
+    check_tasks, rate_tasks = list(args.check_tasks or tasks), list(args.rate_check_tasks or tasks)
+    for flag, named in (("--check-tasks", check_tasks), ("--rate-check-tasks", rate_tasks)):
+        unknown = sorted(set(named) - set(tasks))
+        if unknown:
+            raise SystemExit(f"error: {flag} names task(s) {unknown} that are not among {tasks}")
     study = open_study("evidence_v2_partial", args.quick, tasks, max_train, None)  # evidence v2's folder and cache
     if study is None:
         return
@@ -180,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     scores = {label: {g: {t: float(np.mean(v)) for t, v in per.items()} for g, per in table.items()
                       if all(len(v) == len(seeds) for v in per.values())} for label, table in tables.items()}
     per_seed = {label: {"+".join(g): per for g, per in table.items()} for label, table in tables.items()}
-    def full_single(budget: float, lr: float, label: str) -> dict[str, dict[str, float]]:
-        """``full`` single-task models of the check tasks at this budget and rate, first seed: per task its
+    def full_single(budget: float, lr: float, label: str, check_tasks: list[str]) -> dict[str, dict[str, float]]:
+        """``full`` single-task models of ``check_tasks`` at this budget and rate, first seed: per task its
         validation and test primary metric (the cached ones only: a shard sees its own trainings)."""
         fields = v2_fields("full", trainable_layers=V2_TRAINABLE_LAYERS, learning_rate=lr, batch_size=V2_BATCH_SIZE,
                            epochs=budget)
@@ -201,9 +204,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     convergence: dict[str, Any] = {}
     if more > 0:  # is the full baseline converged? its single-task models at `more` epochs, first seed, validation
         for budget in (epochs, more):
-            for t, r in full_single(budget, args.full_learning_rate, f"full {budget:g} epochs").items():
+            for t, r in full_single(budget, args.full_learning_rate, f"full {budget:g} epochs", check_tasks).items():
                 convergence.setdefault(t, {})[f"{budget:g}"] = r["validation"]
-    rate_check = {f"{lr:g}": full_single(epochs, lr, f"full lr {lr:g}") for lr in args.full_rate_check}
+    rate_check = {f"{lr:g}": full_single(epochs, lr, f"full lr {lr:g}", rate_tasks) for lr in args.full_rate_check}
     if shard is not None:
         print(f"shard {args.shard} done")
         return
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "smallest_faithful_k": min(faithful) if faithful else None,
         "full_convergence": {"epochs": [epochs, more], "validation": convergence, "rise": rise},
         "full_rate_check": {"learning_rates": rate_check, "reference": {
-            f"{args.full_learning_rate:g}": {t: scores["full"][(t,)][t] for t in check_tasks}}} if rate_check else None,
+            f"{args.full_learning_rate:g}": {t: scores["full"][(t,)][t] for t in rate_tasks}}} if rate_check else None,
         "wall_seconds": time.perf_counter() - start, "environment": environment(),
     }
     path = write_results(name, payload)
