@@ -431,6 +431,7 @@ SECTIONS = {
     "partial-scores": ("partial_mode", partial_scores_table),
     "convergence": ("convergence_check", convergence_table),
     "partial-fidelity": ("partial_fidelity", partial_fidelity_table),
+    "partial-fidelity-lr3e-4": ("partial_fidelity_lr3e-4", partial_fidelity_table),
 }
 
 

@@ -29,7 +29,8 @@ study's ledger ``benchmarks/results/partial_fidelity[_quick]_ledger.json`` (comm
     python benchmarks/partial_fidelity.py --seeds 0 --groups --full-more-epochs 16 --full-rate-check 5e-5 2e-5 \
         --rate-check-tasks glue_stsb   # seed 0, single-task and all-in-one only, the rate check on one task
 
-Writes benchmarks/results/partial_fidelity[_quick].json.
+Writes benchmarks/results/partial_fidelity[_quick].json (``--result-name``: another name, e.g. for another partial
+learning rate; the trainings still go to the one ledger, keyed by their settings).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="further groups, 'a+b+c' (default: the two triples of DEFAULT_EXTRA_GROUPS; quick none)")
     parser.add_argument("--pairs", action="store_true", help="also every pair of tasks")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser.add_argument("--result-name", default=None,
+                        help="the result file's name (default partial_fidelity[_quick]); the ledger is shared")
     parser.add_argument("--shard", default=None, metavar="I/N", help="train only trainings I, I+N, ... and stop")
     args = parser.parse_args(argv)
     shard = parse_shard(args.shard)
@@ -152,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     suite, _, out = study
     name = "partial_fidelity_quick" if args.quick else "partial_fidelity"
     own = Ledger(RESULTS_DIR / f"{name}_ledger.json")
+    name = args.result_name or name
     oracle_ledger = Ledger(RESULTS_DIR / "evidence_v2_ledger.json")
     base_groups = [(t,) for t in tasks] + [tuple(sorted(tasks))]
     if args.pairs:
