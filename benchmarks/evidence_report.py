@@ -395,6 +395,13 @@ def partial_fidelity_table(d: dict[str, Any]) -> str:
     verdicts = d["comparison"]
     rows.append(["**largest gap to full (points)**", ""] + [x for m in modes for x in
                 ("", "" if m == "full" else f"{100 * verdicts[m]['max_abs_gap']:.1f}")])
+    aside = sorted((d.get("full_rate_check") or {}).get("reference", {}).get(f"{d['learning_rate_full']:g}", {}))
+    if aside:  # the tasks checked at other rates: those full did not learn alone at its rate
+        def gap_without(m: str) -> str:
+            gaps = [abs(v) for k, v in verdicts[m]["gaps"].items() if not any(k.startswith(f"{t} ") for t in aside)]
+            return f"{100 * max(gaps):.1f}" if gaps else "-"
+        rows.append([f"**largest gap, {', '.join(aside)} aside**", ""] + [x for m in modes for x in
+                    ("", "" if m == "full" else gap_without(m))])
     rows.append(["**gain signs = full's**", ""] + [x for m in modes for x in
                 ("", "" if m == "full" else f"{verdicts[m]['sign_agreement']:.2f} of {verdicts[m]['signs_compared']}")])
     rows.append(["**faithful**", ""] + [x for m in modes for x in

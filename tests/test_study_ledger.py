@@ -308,3 +308,24 @@ def test_recommendation_record_counts_the_shared_pvi_stage_once():
     record = common.recommendation_record(rec, candidates, wall=1.0)
     assert record["candidate_methods_seconds"] == 15.0 and record["candidate_methods_trainings"] == 4
     assert set(record["per_task_test"]) == {"a", "b"} and "rounds" in next(iter(record["candidates"].values()))
+
+
+def test_fidelity_report_sets_aside_the_tasks_full_did_not_learn(partial_fidelity):
+    """The report's "aside" row drops the rate-checked tasks from the largest gap; the plain row keeps them."""
+    report = _benchmark_module("evidence_report")
+    scores = _fidelity_scores(-0.045, gap=0.02)
+    scores["full"][("b",)]["b"] = 0.10  # full does not learn b alone
+    verdicts = partial_fidelity.compare(scores, ["a", "b"], 0.01)
+    payload = {
+        "tasks": ["a", "b"], "metrics": {"a": "accuracy", "b": "accuracy"}, "seeds": [0], "max_train": 10, "epochs": 1,
+        "learning_rate_partial": 1e-3, "learning_rate_full": 1e-4, "tolerance": 0.01,
+        "scores": {m: {"+".join(g): per for g, per in table.items()} for m, table in scores.items()},
+        "comparison": verdicts, "train_seconds": {"full": 1.0, "partial k=1": 1.0}, "smallest_faithful_k": None,
+        "full_rate_check": {"learning_rates": {"5e-05": {"b": {"validation": 0.2, "test": 0.15}}},
+                            "reference": {"0.0001": {"b": 0.10}}},
+    }
+    table = report.partial_fidelity_table(payload)
+    assert verdicts["partial k=1"]["max_abs_gap"] == pytest.approx(0.40)
+    assert "| **largest gap to full (points)** |  |  |  |  | 40.0 |" in table
+    assert "| **largest gap, b aside** |  |  |  |  | 2.0 |" in table
+    assert "lr 5e-05: b 0.150 (at lr 0.0001: b 0.100)" in table
