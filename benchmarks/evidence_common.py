@@ -295,3 +295,52 @@ def recommendation_record(rec: Any, candidates: Mapping[str, Grouping], wall: fl
                            for n, c in rec.candidates.items()},
             "screened_out": rec.screened_out,
             "seeds": rec.seeds, "confidence": rec.confidence, "bootstrap_samples": rec.bootstrap_samples}
+
+
+def fidelity_series(payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
+    """The tasks and, per mode label, each task's ``(single-task score, all-in-one gain)`` from one or more
+    ``partial_fidelity*.json`` payloads (same tasks). ``full`` is taken once; a partial mode is labelled with its
+    learning rate (``partial k=2, lr 0.0003``)."""
+    tasks = list(payloads[0]["tasks"])
+    everyone = "+".join(sorted(tasks))
+    series: dict[str, dict[str, tuple[float, float]]] = {}
+    for d in payloads:
+        if sorted(d["tasks"]) != sorted(tasks):
+            raise ValueError(f"fidelity results cover different tasks: {d['tasks']} and {tasks}")
+        for mode, table in d["scores"].items():
+            label = mode if mode == "full" else f"{mode}, lr {d['learning_rate_partial']:g}"
+            if label in series:
+                continue
+            series[label] = {t: (table[t][t], table[everyone][t] - table[t][t]) for t in tasks}
+    return tasks, series
+
+
+def save_fidelity_figure(payloads: Sequence[Mapping[str, Any]], name: str) -> Path:
+    """Two panels per task: the single-task test score and the all-in-one gain of ``full`` and each partial mode
+    (:func:`fidelity_series`)."""
+    from hf_taskgroup.report.plots import save_figure
+
+    plt = _plt()
+    tasks, series = fidelity_series(payloads)
+    labels = list(series)
+    width = 0.8 / len(labels)
+    x = np.arange(len(tasks))
+    fig, axes = plt.subplots(2, 1, figsize=(1.6 * len(tasks) + 2, 7), sharex=True)
+    cmap = plt.get_cmap("tab10")
+    for i, label in enumerate(labels):
+        color = "black" if label == "full" else cmap(i % 10)
+        for panel, ax in enumerate(axes):
+            ax.bar(x + (i - (len(labels) - 1) / 2) * width, [series[label][t][panel] for t in tasks], width,
+                   color=color, label=label)
+    axes[0].set_ylabel("single-task test score")
+    top = max(v[0] for per in series.values() for v in per.values())
+    axes[0].set_ylim(top=top + 0.3)  # room for the legend above the bars
+    axes[1].set_ylabel("all-in-one minus single-task")
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    axes[1].set_xticks(x, tasks, rotation=20)
+    axes[0].legend(fontsize=7, ncol=3)
+    axes[0].set_title(f"partial against full (seeds {payloads[0]['seeds']}, {payloads[0]['max_train']} rows, "
+                      f"{payloads[0]['epochs']:g} epochs)")
+    path = save_figure(fig, FIGURES_DIR / f"{name}.png")
+    plt.close(fig)
+    return path

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ from evidence_common import (  # noqa: E402
     V2_MAX_TRAIN,
     V2_TRAINABLE_LAYERS,
     open_study,
+    save_fidelity_figure,
     study_config,
     v2_fields,
 )
@@ -238,6 +240,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "wall_seconds": time.perf_counter() - start, "environment": environment(),
     }
     path = write_results(name, payload)
+    figure = None
+    if not args.quick:  # one figure of every fidelity result on these tasks (other partial learning rates too)
+        others = [json.loads(f.read_text()) for f in sorted(RESULTS_DIR.glob("partial_fidelity*.json"))
+                  if f.stem != name and "quick" not in f.stem and "ledger" not in f.stem]
+        others = [d for d in others if sorted(d.get("tasks", [])) == sorted(tasks)]
+        try:
+            figure = save_fidelity_figure([payload, *others], "partial_fidelity")
+        except ImportError:  # matplotlib missing: the JSON is the result
+            pass
     everyone = tuple(sorted(tasks))
     print(f"\ntest scores (mean of seeds {seeds}); gain of all-in-one over single-task in brackets")
     for t in tasks:
@@ -253,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for lr, per in rate_check.items():
         print(f"full single-task at lr {lr} (seed {seeds[0]}, validation / test): "
               + ", ".join(f"{t} {r['validation']:.3f} / {r['test']:.3f}" for t, r in per.items()))
-    print(f"smallest faithful k: {payload['smallest_faithful_k']}\nwrote {path}")
+    print(f"smallest faithful k: {payload['smallest_faithful_k']}\nwrote {path}" + (f" and {figure}" if figure else ""))
 
 
 if __name__ == "__main__":

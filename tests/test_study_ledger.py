@@ -329,3 +329,20 @@ def test_fidelity_report_sets_aside_the_tasks_full_did_not_learn(partial_fidelit
     assert "| **largest gap to full (points)** |  |  |  |  | 40.0 |" in table
     assert "| **largest gap, b aside** |  |  |  |  | 2.0 |" in table
     assert "lr 5e-05: b 0.150 (at lr 0.0001: b 0.100)" in table
+
+
+def test_fidelity_series_takes_full_once_and_labels_partial_modes_by_rate():
+    common = _benchmark_module("evidence_common")
+    full = {"a": {"a": 0.7}, "b": {"b": 0.5}, "a+b": {"a": 0.72, "b": 0.45}}
+
+    def payload(lr, mode, a_alone):
+        return {"tasks": ["a", "b"], "learning_rate_partial": lr,
+                "scores": {"full": full, mode: {"a": {"a": a_alone}, "b": {"b": 0.5}, "a+b": {"a": 0.6, "b": 0.5}}}}
+
+    tasks, series = common.fidelity_series([payload(3e-4, "partial k=2", 0.65), payload(1e-3, "partial k=2", 0.55)])
+    assert tasks == ["a", "b"]
+    assert list(series) == ["full", "partial k=2, lr 0.0003", "partial k=2, lr 0.001"]
+    assert series["full"]["a"] == pytest.approx((0.7, 0.02)) and series["full"]["b"] == pytest.approx((0.5, -0.05))
+    assert series["partial k=2, lr 0.001"]["a"] == pytest.approx((0.55, 0.05))
+    with pytest.raises(ValueError, match="different tasks"):
+        common.fidelity_series([payload(3e-4, "partial k=2", 0.65), {**payload(1e-3, "partial k=3", 0.5), "tasks": ["a"]}])
