@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -346,3 +347,20 @@ def test_fidelity_series_takes_full_once_and_labels_partial_modes_by_rate():
     assert series["partial k=2, lr 0.001"]["a"] == pytest.approx((0.55, 0.05))
     with pytest.raises(ValueError, match="different tasks"):
         common.fidelity_series([payload(3e-4, "partial k=2", 0.65), {**payload(1e-3, "partial k=3", 0.5), "tasks": ["a"]}])
+
+
+def test_regression_labels_standardizes_every_split_with_the_train_statistics():
+    from datasets import Dataset
+
+    from hf_taskgroup.data.tasks import TaskSpec
+
+    module = _benchmark_module("regression_labels")
+    spec = TaskSpec(name="r", type="regression", text_columns=["text"], label_column="score",
+                    data={"train": Dataset.from_dict({"text": ["a", "b", "c", "d"], "score": [1.0, 2.0, 3.0, 4.0]}),
+                          "validation": Dataset.from_dict({"text": ["e"], "score": [5.0]})})
+    scaled, mean, std = module.standardized(spec)
+    assert mean == pytest.approx(2.5) and std == pytest.approx(1.118034, rel=1e-5)
+    train = np.array(scaled.load()["train"]["score"])
+    assert train.mean() == pytest.approx(0.0) and train.std() == pytest.approx(1.0)
+    assert scaled.load()["validation"]["score"] == [pytest.approx((5.0 - 2.5) / std)]
+    assert scaled.type == "regression" and scaled.name == "r"
