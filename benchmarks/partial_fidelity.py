@@ -191,21 +191,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_seed = {label: {"+".join(g): per for g, per in table.items()} for label, table in tables.items()}
     checked = [0]  # check trainings so far: they are numbered across the checks, so --shard spreads them evenly
 
-    def full_single(budget: float, lr: float, label: str, check_tasks: list[str]) -> dict[str, dict[str, float]]:
-        """``full`` single-task models of ``check_tasks`` at this budget and rate, first seed: per task its
+    def full_single(budget: float, lr: float, label: str, names: list[str]) -> dict[str, dict[str, float]]:
+        """``full`` single-task models of the tasks ``names`` at this budget and rate, first seed: per task its
         validation and test primary metric (the cached ones only: a shard sees its own trainings)."""
         fields = v2_fields("full", trainable_layers=V2_TRAINABLE_LAYERS, learning_rate=lr, batch_size=V2_BATCH_SIZE,
                            epochs=budget)
         config = study_config(out / "pipeline", ["all_in_one"], seeds[:1], budget, num_groups=None,
                               num_tasks=len(tasks), **fields)
         mine = None if shard is None else ((shard[0] - checked[0]) % shard[1], shard[1])
-        checked[0] += len(check_tasks)
-        train_groups(suite, [(t,) for t in check_tasks], seeds[:1], config, out / "pipeline" / "cache" / "evaluator",
+        checked[0] += len(names)
+        train_groups(suite, [(t,) for t in names], seeds[:1], config, out / "pipeline" / "cache" / "evaluator",
                      tokenizer, own, label=label, shard=mine)
         ev = make_suite_evaluator(suite, config.train_settings(seeds[0]), out / "pipeline" / "cache" / "evaluator",
                                   tokenizer=tokenizer)
         found = {}
-        for t in check_tasks:
+        for t in names:
             if ev.is_cached((t,)):
                 r = ev([t])[t]
                 found[t] = {"validation": float(r[metric[t]]), "test": float(r[f"test_{metric[t]}"])}
