@@ -241,7 +241,6 @@ def train_groups(suite: Any, groups: Sequence[tuple[str, ...]], seeds: Sequence[
     for seed in seeds:
         settings = config.train_settings(seed)
         ev = make_suite_evaluator(suite, settings, cache, tokenizer=tokenizer, executor=executor)
-
         if shard is None and executor is not None:
             for group in groups:  # the ledger first, so that only missing trainings are dispatched
                 group = tuple(sorted(group))
