@@ -71,6 +71,11 @@ DEFAULT_TRAINABLE_LAYERS = 2
 #: ``(hidden_states, extended_mask)`` to hidden states and nothing runs after the last layer).
 PARTIAL_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie")
 POOLING_MODES = ("mean", "cls")
+#: How regression heads see their labels (the ``regression_labels`` knob): ``standardize`` trains on
+#: ``(label - mean) / std`` of the training split and predicts on the label scale (the two statistics are saved
+#: in the model config); ``raw`` trains on the labels as given (the behaviour of 0.1).
+REGRESSION_LABEL_MODES = ("standardize", "raw")
+DEFAULT_REGRESSION_LABELS = "standardize"
 
 #: The one table of defaults that depend on ``finetune``: a field left at ``None`` takes the value of its
 #: mode here. The grouped models train longer and faster than the PVI models, which need calibrated
@@ -290,6 +295,10 @@ class ModelArguments(ConfigBase):
                                  help="partial mode: how many top encoder layers train (1..the encoder's layers); "
                                       "the token states of the lower layers are computed once and cached")
     pooling: str = knob("mean", choices=POOLING_MODES, help="sentence pooling of the encoder's token states")
+    regression_labels: str = knob(DEFAULT_REGRESSION_LABELS, choices=REGRESSION_LABEL_MODES,
+                                  help="regression heads: standardize (train on (label - mean) / std of the training "
+                                       "split, predict on the label scale; the statistics are saved in the model "
+                                       "config) or raw (train on the labels as given)")
     trunk_hidden_sizes: list[int] = knob(default_factory=lambda: [256], ge=1,
                                          help="shared trunk between encoder and heads, e.g. 256 or 256,128 "
                                               "(an empty list: none)")
@@ -703,7 +712,7 @@ class _SettingsMixin:
             num_train_epochs=self.resolved("num_train_epochs") if hasattr(self, "num_train_epochs") else None,
             learning_rate=self.resolved("learning_rate") if hasattr(self, "learning_rate") else None,
             per_device_train_batch_size=self.batch_size, seed=seed, use_cpu=bool(getattr(self, "use_cpu", False)),
-            trainable_layers=self.trainable_layers,
+            trainable_layers=self.trainable_layers, regression_labels=self.regression_labels,
         )
 
     def pvi_settings(self, seed: int | None = None) -> Any:
@@ -801,6 +810,7 @@ class TrainCommandConfig(TrainJobArguments, ExecutorArguments, SeedArguments, Gr
             per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=64, seed=self.seed,
             data_seed=self.seed, task_sampling=self.task_sampling, save_strategy="no", eval_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=False, merge_lora=self.merge_lora,
+            regression_labels=self.regression_labels,
         )
         values.update(extra)
         return MultiTaskTrainingArguments(**values)

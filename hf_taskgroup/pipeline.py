@@ -196,7 +196,8 @@ class Pipeline:
         return {"finetune": used["finetune"], "epochs": used["num_train_epochs"], "learning_rate": used["learning_rate"],
                 "batch_size": used["per_device_train_batch_size"], "max_length": used["max_length"],
                 "task_sampling": used["task_sampling"], "weight_decay": used["weight_decay"],
-                "warmup_steps": used["warmup_steps"], "eval_split": self.config.eval_split}
+                "warmup_steps": used["warmup_steps"], "eval_split": self.config.eval_split,
+                "regression_labels": used.get("regression_labels", "raw")}
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
@@ -285,7 +286,9 @@ class Pipeline:
         return {k: getattr(cfg, names.get(k, k)) for k in (
             "model", "finetune", "epochs", "learning_rate", "batch_size", "pooling", "trunk_hidden_sizes", "max_length",
             "pvi_null", "pvi_heldout", "pvi_split", "pvi_epochs", "pvi_learning_rate", "pvi_keep_collapsed_single")} | (
-            {"trainable_layers": cfg.trainable_layers} if cfg.finetune == "partial" else {})
+            {"trainable_layers": cfg.trainable_layers} if cfg.finetune == "partial" else {}) | (
+            # raw labels were the only behaviour before the knob: folders written then keep resuming under raw
+            {"regression_labels": cfg.regression_labels} if cfg.regression_labels != "raw" else {})
 
     def _method_params(self, method: str) -> dict[str, Any]:
 

@@ -480,6 +480,7 @@ def _template_context(data: MultiTaskModelCardData, repo: str) -> dict[str, Any]
         "licenses": [(t, data.task_licenses.get(t) or "not recorded") for t in data.tasks],
         "license": _safe("license", data.resolved_license, (None, None))[0],
         "regression": [t for t in data.tasks if data.task_types.get(t) == "regression"],
+        "regression_labels": training.get("regression_labels"),
         "citations": _safe("citations", lambda: METHOD_BIBTEX.get(str((data.grouping or {}).get("method")), []), []),
         "plots": _safe("plots", plots, []),
         "training": [(k, public_value(v)) for k, v in _public(training).items() if v is not None],
@@ -627,6 +628,7 @@ def _training_from_args(args: Any, state: Any) -> dict[str, Any]:
         "learning_rate": float(args.learning_rate),
         "per_device_train_batch_size": int(args.per_device_train_batch_size),
         "task_sampling": args.task_sampling,
+        "regression_labels": args.regression_labels,
         "seeds": [int(args.seed)],
         "global_steps": int(getattr(state, "global_step", 0) or 0),
     }

@@ -170,7 +170,8 @@ class TaskFitter:
         """Train ``model`` on ``rows`` with a quiet MultiTaskTrainer; returns the trained (maybe peft) model."""
         s = self.settings
         values = dict(
-            finetune=s.finetune, trainable_layers=s.trainable_layers, num_train_epochs=s.num_train_epochs, learning_rate=s.resolved_learning_rate(),
+            finetune=s.finetune, trainable_layers=s.trainable_layers, regression_labels=s.regression_labels,
+            num_train_epochs=s.num_train_epochs, learning_rate=s.resolved_learning_rate(),
             per_device_train_batch_size=s.per_device_train_batch_size,
             per_device_eval_batch_size=s.per_device_eval_batch_size, weight_decay=s.weight_decay,
             warmup_steps=s.warmup_steps, seed=s.seed, data_seed=s.seed, use_cpu=s.use_cpu, save_strategy="no",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hf_taskgroup.config import DEFAULT_REGRESSION_LABELS, REGRESSION_LABEL_MODES
 from hf_taskgroup.training.modeling import DEFAULT_TRAINABLE_LAYERS, FINETUNE_MODES
 
 _SAMPLING = ("proportional", "temperature", "round_robin", "uniform")
@@ -26,6 +27,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             ``partial`` (the top ``trainable_layers`` encoder layers, trunk and heads train; the token states
             of the lower layers are computed once and cached on disk, memory-mapped).
         trainable_layers: k of ``partial`` mode (1 <= k <= the encoder's layers).
+        regression_labels: ``standardize`` (default): a regression head that has no label statistics yet gets the
+            mean and standard deviation of its training labels in the model config, trains on standardized labels
+            and predicts on the label scale; ``raw``: labels as given.
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (``lora`` mode).
         feature_batch_size: batch size of the one encoder pass in ``frozen`` mode.
         eval_sort_by_length: evaluate and predict the rows of each task longest first (single process only; not
@@ -54,6 +58,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=DEFAULT_TRAINABLE_LAYERS,
         metadata={"help": "partial mode: how many top encoder layers train (1..number of layers); the rest are cached."},
     )
+    regression_labels: str = field(default=DEFAULT_REGRESSION_LABELS, metadata={
+        "help": f"Regression heads: {' or '.join(REGRESSION_LABEL_MODES)} (standardize: train on (label - mean) / std "
+                "of the training split and predict on the label scale; the statistics are saved in the model config)."})
     eval_sort_by_length: bool = field(default=True, metadata={
         "help": "Evaluate/predict each task's rows longest first (one process; not token tasks) to cut padding; "
                 "predictions are returned in dataset order, metrics and losses are unchanged."})
@@ -71,6 +78,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
         if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
             raise ValueError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
+        if self.regression_labels not in REGRESSION_LABEL_MODES:
+            raise ValueError(f"regression_labels must be one of {REGRESSION_LABEL_MODES}, got {self.regression_labels!r}")
         if isinstance(self.task_weights, str):
             try:
                 self.task_weights = json.loads(self.task_weights)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -39,7 +40,7 @@ from hf_taskgroup.data.tasks import TASK_TYPES
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TRAINABLE_LAYERS", "FINETUNE_MODES", "PARTIAL_MODEL_TYPES", "MultiTaskConfig", "MultiTaskModel",
-           "MultiTaskOutput", "TaskHead", "apply_lora", "compute_task_loss"]
+           "MultiTaskOutput", "TaskHead", "apply_lora", "compute_task_loss", "label_scale"]
 
 #: The self-contained model code copied into every saved checkpoint (``trust_remote_code=True`` loading).
 REMOTE_CODE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_hf_taskgroup.py")
@@ -124,6 +125,9 @@ class MultiTaskConfig(PreTrainedConfig):
                 raise ValueError(f"task {name!r}: unknown type {info.get('type')!r}; expected one of {TASK_TYPES}")
             if int(info.get("num_labels", 0)) < 1:
                 raise ValueError(f"task {name!r}: num_labels must be >= 1")
+            std = info.get("label_std")
+            if std is not None and not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
+                raise ValueError(f"task {name!r}: label_std must be a finite number > 0, got {std!r}")
 
     @property
     def task_names(self) -> list[str]:
@@ -431,9 +435,15 @@ class MultiTaskModel(PreTrainedModel):
         if self.trunk is not None:
             h = self.trunk(h)
         logits = self.heads[task](h)
+        scale = label_scale(self.config.tasks[task]) if ttype == "regression" else None
         if ttype == "regression":
             logits = logits.squeeze(-1)
-        loss = compute_task_loss(ttype, logits, labels) if labels is not None else None
+        if scale is not None:  # the head predicts standardized labels; the loss compares on that scale
+            mean, std = scale
+            loss = compute_task_loss(ttype, logits, (labels.float() - mean) / std) if labels is not None else None
+            logits = logits * std + mean  # outputs are on the label scale
+        else:
+            loss = compute_task_loss(ttype, logits, labels) if labels is not None else None
         return MultiTaskOutput(loss=loss, logits=logits, features=features if return_features else None)
 
     def _batch_task(self, task_ids: torch.Tensor | int | None) -> str:
@@ -478,6 +488,22 @@ class MultiTaskModel(PreTrainedModel):
 
 class _StatesCaptured(Exception):
     """Raised by the pre-hook of :meth:`MultiTaskModel.encode_lower` to stop the encoder at a layer."""
+
+
+def label_scale(info: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(mean, std)`` of a regression head trained on standardized labels (``label_mean`` / ``label_std`` in its
+    task entry of the config), or None for a head trained on raw labels (and every other task type).
+
+    Example::
+
+        >>> label_scale({"type": "regression", "num_labels": 1, "label_mean": 2.5, "label_std": 1.5})
+        (2.5, 1.5)
+        >>> label_scale({"type": "regression", "num_labels": 1}) is None
+        True
+    """
+    if info.get("label_std") is None:
+        return None
+    return float(info.get("label_mean") or 0.0), float(info["label_std"])
 
 
 def compute_task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,8 @@ class TrainSettings:
     use_cpu: bool = False
     # partial mode: how many top encoder layers train (the lower ones run once; their token states are cached)
     trainable_layers: int = _spine(ModelArguments, "trainable_layers")
+    # regression heads: "standardize" (train on standardized labels, predict on the label scale) or "raw"
+    regression_labels: str = _spine(ModelArguments, "regression_labels")
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -90,7 +92,8 @@ class TrainSettings:
         # the same ranges as the configuration spine (one declaration) for sizes and choices; epochs and learning
         # rate are checked by the configs users set (the library itself may train 0 epochs / at rate 0)
         check_against_spine(self, {"per_device_train_batch_size": "batch_size", "max_length": "max_length",
-                                   "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling"})
+                                   "trunk_hidden_sizes": "trunk_hidden_sizes", "pooling": "pooling",
+                                   "regression_labels": "regression_labels"})
         if isinstance(self.trainable_layers, bool) or not isinstance(self.trainable_layers, int) or self.trainable_layers < 1:
             raise ConfigError(f"trainable_layers must be an integer >= 1, got {self.trainable_layers!r}")
         # None means "the default of the fine-tuning mode"; resolve it once so every reader sees a number
@@ -111,6 +114,8 @@ class TrainSettings:
         out = asdict(self)
         if self.finetune != "partial":  # k means nothing outside partial mode: keep other modes' cache keys as they were
             out.pop("trainable_layers")
+        if self.regression_labels == "raw":  # raw labels were the only behaviour before the knob: same keys as then
+            out.pop("regression_labels")
         return out
 
 
@@ -193,6 +198,7 @@ def train_group(
         output_dir=str(out_dir),
         finetune=settings.finetune,
         trainable_layers=settings.trainable_layers,
+        regression_labels=settings.regression_labels,
         num_train_epochs=settings.resolved_epochs(),
         learning_rate=settings.resolved_learning_rate(),
         per_device_train_batch_size=settings.per_device_train_batch_size,

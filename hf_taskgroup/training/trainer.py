@@ -63,6 +63,14 @@ class TaskConcatDataset(ConcatDataset):
         return rows
 
 
+def _label_column(dataset: Any) -> Any:
+    """The ``labels`` column of a task's training data (a ``datasets.Dataset`` or the PVI stage's in-memory rows)."""
+    columns = getattr(dataset, "columns", None)
+    if isinstance(columns, Mapping):
+        return columns["labels"]
+    return dataset.with_format("numpy")["labels"]
+
+
 class MultiTaskTrainer(Trainer):
     """Trainer for :class:`MultiTaskModel` with one dataset per task.
 
@@ -125,6 +133,8 @@ class MultiTaskTrainer(Trainer):
         self.train_datasets = self._as_task_dict(train_dataset, "train_dataset")
         self.eval_datasets = self._as_task_dict(eval_dataset, "eval_dataset")
         self._check_task_weights(args)
+        if args.regression_labels == "standardize":
+            self._set_label_scales(base)
         self.feature_cache = feature_cache if feature_cache is not None else default_feature_cache()
         self._prepared: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._eval_orders: dict[str, list[int] | None] = {}  # longest-first order per datasets fingerprint
@@ -175,6 +185,24 @@ class MultiTaskTrainer(Trainer):
             if "labels" not in ds.column_names:
                 raise ValueError(f"{what}: task {task!r} has no 'labels' column (columns: {ds.column_names}); tokenize it first")
         return {t: data[t] for t in self.task_names if t in data}  # model's head order
+
+    def _set_label_scales(self, base: MultiTaskModel) -> None:
+        """Give each regression head without label statistics the mean and standard deviation of its training
+        labels (``label_mean`` / ``label_std`` in ``config.tasks``): it then trains on standardized labels and
+        predicts on the label scale. A head that has them (a checkpoint trained further) keeps its own."""
+        tasks = dict(base.config.tasks)
+        for task, ds in self.train_datasets.items():
+            info = tasks[task]
+            if info.get("type") != "regression" or info.get("label_std") is not None:
+                continue
+            labels = np.asarray(_label_column(ds), dtype=np.float64).reshape(-1)
+            labels = labels[np.isfinite(labels)]
+            if labels.size == 0:
+                continue
+            std = float(labels.std())
+            # constant labels: centre only (a zero or tiny scale would blow the standardized values up)
+            tasks[task] = {**info, "label_mean": float(labels.mean()), "label_std": std if std > 1e-8 else 1.0}
+        base.config.tasks = tasks  # a new dict: a task table shared with the caller is never changed
 
     def _check_task_weights(self, args: MultiTaskTrainingArguments) -> None:
         unknown = [t for t in (args.task_weights or {}) if t not in self.task_names]

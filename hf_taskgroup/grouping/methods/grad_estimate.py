@@ -452,6 +452,8 @@ def compute_gradient_features(
     device = device if device is not None else next(model.parameters()).device
     rng = np.random.default_rng(config.seed)
     was_training = model.training
+    from hf_taskgroup.training.modeling import label_scale
+
     model.eval()
     start = time.perf_counter()
     units: dict[str, dict[str, UnitGradients]] = {}
@@ -461,6 +463,7 @@ def compute_gradient_features(
         for task, splits in datasets.items():
             ttype = base.config.tasks[task]["type"]
             kinds[task] = "squared" if ttype == "regression" else "logistic"
+            scale = label_scale(base.config.tasks[task]) if ttype == "regression" else None
             batch_size = batch_size_of(ttype)
             for split, ds in splits.items():
                 order = np.arange(len(ds))
@@ -475,6 +478,8 @@ def compute_gradient_features(
                     labels = batch.pop("labels")
                     logits = model(**batch).logits
                     s, target, row = _unit_outputs(ttype, logits, labels)
+                    if scale is not None:  # a head trained on standardized labels: its loss is on that scale
+                        s, target = (s - scale[0]) / scale[1], (target - scale[0]) / scale[1]
                     keep = torch.arange(s.shape[0], device=s.device)
                     if config.max_units_per_example is not None and ttype in ("multilabel", "token_classification"):
                         chosen = []
