@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,7 @@ from evidence_common import (  # noqa: E402
     open_study,
     recommendation_record,
     run_grouping_stages,
+    save_recommendation_figure,
     study_config,
     v2_fields,
 )
@@ -108,6 +110,16 @@ def score_groupings(pipe: Pipeline, groupings: Mapping[str, Grouping], seeds: Se
     return results
 
 
+def save_figure(payload: Mapping[str, Any], quick: bool) -> Path:
+    """The recommendation's per-task test gains with intervals (docs/figures/evidence_v2_suite[_quick].png)."""
+    rec = payload["recommendation"]
+    harmed = len(rec["tasks_harmed_beyond_noise"])
+    gained = len(rec["tasks_gained_beyond_noise"])
+    title = (f"recommendation on {len(payload['tasks'])} tasks ({payload['finetune']}, seeds {rec['seeds']}): "
+             f"{gained} gain beyond noise, {harmed} harmed")
+    return save_recommendation_figure(rec, "evidence_v2_suite_quick" if quick else "evidence_v2_suite", title)
+
+
 def single_task_grouping(tasks: Sequence[str]) -> Grouping:
     return Grouping(groups=[[t] for t in tasks], method="single_task", tasks=list(tasks), params={}, scores={})
 
@@ -133,8 +145,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "trainings, plus groups holding a task flagged not learned)")
     parser.add_argument("--no-claims", action="store_true", help="skip part 2 (the PVI claims' trainings)")
     parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the figure from the written result (evidence_v2_suite[_quick].json)")
     add_executor_arguments(parser)
     args = parser.parse_args(argv)
+    if args.replot:
+        path = RESULTS_DIR / ("evidence_v2_suite_quick.json" if args.quick else "evidence_v2_suite.json")
+        if not path.exists():
+            raise SystemExit(f"error: {path} does not exist yet; run the study first")
+        print(f"wrote {save_figure(json.loads(path.read_text(encoding='utf-8')), args.quick)}")
+        return
     mode, why = choose_mode(args.finetune)
     print(why, flush=True)
     tasks = QUICK_TASKS if args.quick else list(NLP_TASKS)
@@ -221,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                "pvi_claims": claims}
     payload.pop("stages_done", None)
     path = write_results(name, payload)
+    try:
+        print(f"wrote {save_figure(payload, args.quick)}")
+    except ImportError:  # matplotlib missing: the JSON is the result
+        pass
     state["stages_done"].append("done")
     atomic_write_json(progress_path, {**state, "wall_seconds": payload["wall_seconds"]})
 
