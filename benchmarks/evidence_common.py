@@ -282,7 +282,8 @@ VERDICT_COLORS = {"gains": "#55a868", "no difference": "#8c8c8c", "split out": "
 
 def save_recommendation_figure(recommendation: Mapping[str, Any], name: str, title: str) -> Path:
     """Left: per task, the recommendation's test gain over single-task with its interval (seeds paired), coloured by
-    the validation verdict. Right: each candidate's mean validation gain after its split-out rounds (what chose).
+    the validation verdict. Right: each candidate's mean validation gain after its split-out rounds (what chose),
+    and hatched, the candidates screened out after the first seed with that seed's gain.
     Reads :func:`recommendation_record`'s ``per_task_test`` and ``candidates``."""
     from hf_taskgroup.report.plots import save_figure
 
@@ -296,13 +297,15 @@ def save_recommendation_figure(recommendation: Mapping[str, Any], name: str, tit
     gains, low, high = values("test_difference"), values("test_low"), values("test_high")
     colors = [VERDICT_COLORS.get(per[t]["verdict"], "#4c72b0") for t in tasks]
     cands = sorted(recommendation["candidates"].items(), key=lambda kv: -(kv[1]["mean_validation_gain"] or 0.0))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(3.0 + 0.6 * len(tasks) + 0.35 * len(cands), 4.6),
-                                 gridspec_kw={"width_ratios": [max(len(tasks), 1), max(len(cands), 1)]})
+    ncand = len(cands) + len(recommendation.get("screened_out") or {})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(3.0 + 0.6 * len(tasks) + 0.4 * ncand, 4.8),
+                                 gridspec_kw={"width_ratios": [max(len(tasks), 1), max(ncand, 1)]})
     x = np.arange(len(tasks))
     ax.bar(x, np.nan_to_num(gains), color=colors)
     ax.errorbar(x, np.nan_to_num(gains), yerr=[np.nan_to_num(gains - low), np.nan_to_num(high - gains)], fmt="none",
                 ecolor="black", capsize=3, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.8)
+    ax.scatter(x, np.zeros(len(tasks)), marker="s", s=30, color=colors, zorder=3)  # the verdict of a task left alone too
     span = float(np.nanmax(np.abs(np.concatenate([low, high, gains])))) if np.isfinite(gains).any() else 0.0
     ax.set_ylim(-max(span * 1.15, 0.02), max(span * 1.15, 0.02))  # an all-zero result still gets a readable axis
     ax.set_xticks(x, tasks, rotation=40, ha="right", fontsize=8)
@@ -312,12 +315,16 @@ def save_recommendation_figure(recommendation: Mapping[str, Any], name: str, tit
             ax.bar([0], [0], color=color, label=f"validation: {verdict}")
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title, fontsize=9)
-    names = [n if len(n) <= 28 else n[:26] + "..." for n, _ in cands]
-    vals = [c["mean_validation_gain"] or 0.0 for _, c in cands]
-    bx.bar(np.arange(len(cands)), vals, color=["#4c72b0" if v >= 0 else "#c44e52" for v in vals])
+    screened = sorted((recommendation.get("screened_out") or {}).items(), key=lambda kv: -kv[1])
+    names = [n if len(n) <= 28 else n[:26] + "..." for n, _ in cands] + [f"{n} (screened)" for n, _ in screened]
+    vals = [c["mean_validation_gain"] or 0.0 for _, c in cands] + [v for _, v in screened]
+    bars = bx.bar(np.arange(len(vals)), vals, color=["#4c72b0" if v >= 0 else "#c44e52" for v in vals])
+    for bar in bars[len(cands):]:  # screened out after the first seed: that seed's gain only
+        bar.set_alpha(0.45)
+        bar.set_hatch("//")
     bx.axhline(0, color="black", linewidth=0.8)
-    bx.set_xticks(np.arange(len(cands)), names, rotation=60, ha="right", fontsize=7)
-    bx.set_ylabel("mean validation gain (after split-outs)")
+    bx.set_xticks(np.arange(len(vals)), names, rotation=60, ha="right", fontsize=7)
+    bx.set_ylabel("mean validation gain (all seeds; screened: first seed)")
     bx.set_title("candidates", fontsize=9)
     fig.tight_layout()
     path = save_figure(fig, FIGURES_DIR / f"{name}.png")
