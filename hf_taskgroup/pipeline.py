@@ -197,7 +197,7 @@ class Pipeline:
                 "batch_size": used["per_device_train_batch_size"], "max_length": used["max_length"],
                 "task_sampling": used["task_sampling"], "weight_decay": used["weight_decay"],
                 "warmup_steps": used["warmup_steps"], "eval_split": self.config.eval_split,
-                "regression_labels": used.get("regression_labels", "raw")}
+                "regression_labels": self.config.regression_labels}
 
     def _timed(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()

@@ -435,15 +435,15 @@ class MultiTaskModel(PreTrainedModel):
         if self.trunk is not None:
             h = self.trunk(h)
         logits = self.heads[task](h)
-        scale = label_scale(self.config.tasks[task]) if ttype == "regression" else None
+        scale = None
         if ttype == "regression":
             logits = logits.squeeze(-1)
-        if scale is not None:  # the head predicts standardized labels; the loss compares on that scale
-            mean, std = scale
-            loss = compute_task_loss(ttype, logits, (labels.float() - mean) / std) if labels is not None else None
-            logits = logits * std + mean  # outputs are on the label scale
-        else:
-            loss = compute_task_loss(ttype, logits, labels) if labels is not None else None
+            scale = label_scale(self.config.tasks[task])
+        if scale is not None and labels is not None:  # the head predicts standardized labels: the loss compares there
+            labels = (labels.float() - scale[0]) / scale[1]
+        loss = compute_task_loss(ttype, logits, labels) if labels is not None else None
+        if scale is not None:
+            logits = logits * scale[1] + scale[0]  # outputs are on the label scale
         return MultiTaskOutput(loss=loss, logits=logits, features=features if return_features else None)
 
     def _batch_task(self, task_ids: torch.Tensor | int | None) -> str:

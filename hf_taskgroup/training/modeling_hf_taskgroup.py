@@ -178,15 +178,15 @@ class HfTaskGroupModel(PreTrainedModel):
         h = self.trunk(features) if self.trunk is not None else features
         logits = self.heads[task](h)
         info = self.config.tasks[task]
+        scaled = ttype == "regression" and info.get("label_std") is not None
         if ttype == "regression":
             logits = logits.squeeze(-1)
-        if ttype == "regression" and info.get("label_std") is not None:
-            # trained on standardized labels: the loss compares on that scale, the outputs are on the label scale
+        if scaled:  # trained on standardized labels: the loss compares on that scale, the outputs are on the label scale
             mean, std = float(info.get("label_mean") or 0.0), float(info["label_std"])
-            loss = _task_loss(ttype, logits, (labels.float() - mean) / std) if labels is not None else None
+            labels = (labels.float() - mean) / std if labels is not None else None
+        loss = _task_loss(ttype, logits, labels) if labels is not None else None
+        if scaled:
             logits = logits * std + mean
-        else:
-            loss = _task_loss(ttype, logits, labels) if labels is not None else None
         return HfTaskGroupOutput(loss=loss, logits=logits, features=features if return_features else None)
 
     # ---- prediction (same behaviour as hf_taskgroup.training.predict) ------------------------------

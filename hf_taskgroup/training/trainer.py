@@ -17,7 +17,7 @@ from hf_taskgroup.data.collator import MultiTaskDataCollator
 from hf_taskgroup.training.args import MultiTaskTrainingArguments
 from hf_taskgroup.training.features import FeatureCache, default_feature_cache
 from hf_taskgroup.training.metrics import MetricModule, make_compute_metrics
-from hf_taskgroup.training.modeling import MultiTaskModel, apply_lora
+from hf_taskgroup.training.modeling import MultiTaskModel, apply_lora, label_scale
 from hf_taskgroup.training.sampler import MultiTaskBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class MultiTaskTrainer(Trainer):
         tasks = dict(base.config.tasks)
         for task, ds in self.train_datasets.items():
             info = tasks[task]
-            if info.get("type") != "regression" or info.get("label_std") is not None:
+            if info.get("type") != "regression" or label_scale(info) is not None:
                 continue
             labels = np.asarray(_label_column(ds), dtype=np.float64).reshape(-1)
             labels = labels[np.isfinite(labels)]

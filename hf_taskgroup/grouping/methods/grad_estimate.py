@@ -428,6 +428,7 @@ def compute_gradient_features(
     import torch
 
     from hf_taskgroup.log import progress_bar
+    from hf_taskgroup.training.modeling import label_scale
 
     config = config or GradEstimateConfig()
     base = model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
@@ -452,8 +453,6 @@ def compute_gradient_features(
     device = device if device is not None else next(model.parameters()).device
     rng = np.random.default_rng(config.seed)
     was_training = model.training
-    from hf_taskgroup.training.modeling import label_scale
-
     model.eval()
     start = time.perf_counter()
     units: dict[str, dict[str, UnitGradients]] = {}
